@@ -1,0 +1,43 @@
+"""Configs as dataclasses with named presets (``quick`` for a laptop CPU, ``paper`` for a GPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["preset", "config_to_dict", "save_config", "apply_overrides"]
+
+C = TypeVar("C")
+
+
+def preset(presets: dict[str, C], name: str) -> C:
+    """The preset ``name`` from ``presets`` (a copy); an unknown name lists the valid ones."""
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(presets))}")
+    return dataclasses.replace(presets[name])
+
+
+def apply_overrides(config: C, overrides: dict[str, Any]) -> C:
+    """A copy of ``config`` with the non-None ``overrides`` applied; unknown fields are an error."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown}; valid fields: {sorted(fields)}")
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-serialisable dict of a (nested) dataclass config."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write the resolved config as JSON, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(config_to_dict(config), indent=2))
+    os.replace(tmp, path)
