@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any, TypeVar
+
+from .data.paths import atomic_write
 
 __all__ = ["preset", "config_to_dict", "save_config", "apply_overrides"]
 
@@ -36,8 +37,5 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(config_to_dict(config), indent=2))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text(json.dumps(config_to_dict(config), indent=2))

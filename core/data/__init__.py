@@ -1,0 +1,29 @@
+"""Datasets: where they live, how they are read, and clear errors when they are missing."""
+
+from .images import (
+    FASHION_MNIST_CLASSES,
+    image_folder_classes,
+    load_fashion_mnist,
+    load_idx_dataset,
+    load_image_folder,
+    load_mnist,
+    load_opencv_digits,
+    read_idx,
+    write_idx,
+)
+from .paths import DatasetNotFoundError, atomic_write, data_root
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "DatasetNotFoundError",
+    "atomic_write",
+    "data_root",
+    "image_folder_classes",
+    "load_fashion_mnist",
+    "load_idx_dataset",
+    "load_image_folder",
+    "load_mnist",
+    "load_opencv_digits",
+    "read_idx",
+    "write_idx",
+]

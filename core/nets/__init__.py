@@ -1,0 +1,29 @@
+"""Backbones: time-conditioned MLP, DDPM U-Net, U-ViT, DiT and Janner's temporal U-Net.
+
+Every backbone is called as ``net(x, t, y=None)`` (the temporal U-Net as ``net(x, t)``) and
+returns a tensor shaped like ``x``.
+"""
+
+from .conditioning import ClassEmbedding, TimeEmbedding
+from .dit import DiT, DiTConfig
+from .embeddings import SinusoidalEmbedding, TimeMLP
+from .mlp import MLPConfig, MLPNet
+from .temporal_unet import TemporalUnet
+from .unet import UNet, UNetConfig
+from .uvit import UViT, UViTConfig
+
+__all__ = [
+    "ClassEmbedding",
+    "DiT",
+    "DiTConfig",
+    "MLPConfig",
+    "MLPNet",
+    "SinusoidalEmbedding",
+    "TemporalUnet",
+    "TimeEmbedding",
+    "TimeMLP",
+    "UNet",
+    "UNetConfig",
+    "UViT",
+    "UViTConfig",
+]
