@@ -3,7 +3,8 @@
 from . import guidance
 from .checkpoint import ModelMixin, from_pretrained, load_weights, save_pretrained
 from .denoiser import Denoiser
-from .sampling import sample
+from .likelihood import VLB, nll_bound, nll_bounds
+from .sampling import grid_names, method_names, sample
 from .schedules import LinearSchedule, NoiseSchedule, VESchedule, VPSchedule
 from .training import EMA, Trainer, TrainerConfig, latest_checkpoint, resolve_device
 
@@ -17,10 +18,15 @@ __all__ = [
     "TrainerConfig",
     "VESchedule",
     "VPSchedule",
+    "VLB",
     "from_pretrained",
+    "grid_names",
     "guidance",
     "latest_checkpoint",
     "load_weights",
+    "method_names",
+    "nll_bound",
+    "nll_bounds",
     "resolve_device",
     "sample",
     "save_pretrained",

@@ -80,16 +80,35 @@ class NoiseSchedule(ABC):
         """The time input the network was trained with (identity for continuous-time models)."""
         return t
 
-    def derivatives(self, t: float | Tensor) -> tuple[Tensor, Tensor]:
-        """(d alpha / dt, d sigma / dt) at ``t`` by exact autograd in float64."""
-        t64, dt = _as_f64(t)
+    def _dlog(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(d log alpha / dt, d log sigma / dt) in float64; exact autograd unless overridden."""
         with torch.enable_grad():
-            tt = t64.detach().clone().requires_grad_(True)
-            a = self._log_alpha(tt).exp()
-            s = self._log_sigma(tt).exp()
-            da = torch.autograd.grad(a.sum(), tt, retain_graph=True)[0]
-            ds = torch.autograd.grad(s.sum(), tt)[0]
-        return da.to(dt), ds.to(dt)
+            tt = t.detach().clone().requires_grad_(True)
+            la, ls = self._log_alpha(tt), self._log_sigma(tt)
+            dla, dls = (
+                torch.autograd.grad(
+                    v.sum(), tt, retain_graph=True, allow_unused=True, materialize_grads=True
+                )[0]
+                for v in (la, ls)
+            )
+        return dla, dls
+
+    def derivatives(self, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        """(d alpha / dt, d sigma / dt) at ``t``, same shape as ``t``, in closed form (float64)."""
+        t64, dt = _as_f64(t)
+        dla, dls = self._dlog(t64)
+        return (dla * self._log_alpha(t64).exp()).to(dt), (dls * self._log_sigma(t64).exp()).to(dt)
+
+    def values(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(alpha, sigma, lambda, d alpha / dt, d sigma / dt) at ``t`` in float64, in one pass.
+
+        What a sampler precomputes on its grid; same shape as ``t``.
+        """
+        t64 = torch.as_tensor(t, dtype=torch.float64)
+        la, ls = self._log_alpha(t64), self._log_sigma(t64)
+        dla, dls = self._dlog(t64)
+        a, s = la.exp(), ls.exp()
+        return a, s, la - ls, dla * a, dls * s
 
     def prior_std(self) -> float:
         """Standard deviation of x at t_max when x_0 is ignored (the sampler's starting noise)."""
@@ -119,11 +138,18 @@ def _log_alpha_vp_of_log_snr(lam: Tensor) -> Tensor:
 def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
     """Piecewise-linear interpolation with linear extrapolation; ``xp`` increasing, shape (K,)."""
     flat = x.reshape(-1)
-    idx = torch.searchsorted(xp, flat.contiguous()).clamp(1, xp.numel() - 1)
+    idx = torch.bucketize(flat.contiguous(), xp).clamp(1, xp.numel() - 1)  # = searchsorted(xp, flat)
     x0, x1 = xp[idx - 1], xp[idx]
     f0, f1 = fp[idx - 1], fp[idx]
     w = (flat - x0) / (x1 - x0)
     return (f0 + w * (f1 - f0)).reshape(x.shape)
+
+
+def _slope(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+    """Slope of :func:`_interp`'s piecewise-linear function at ``x`` (left segment at a knot)."""
+    flat = x.reshape(-1)
+    idx = torch.bucketize(flat.contiguous(), xp).clamp(1, xp.numel() - 1)  # = searchsorted(xp, flat)
+    return ((fp[idx] - fp[idx - 1]) / (xp[idx] - xp[idx - 1])).reshape(x.shape)
 
 
 def linear_betas(n: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> Tensor:
@@ -196,6 +222,19 @@ class VPSchedule(NoiseSchedule):
     def _log_sigma(self, t: Tensor) -> Tensor:
         return _log_sigma_vp(self._log_alpha(t))
 
+    def _dlog(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        p = self.params
+        if self.kind == "linear":
+            dla = -0.5 * t * (p["beta_max"] - p["beta_min"]) - 0.5 * p["beta_min"]
+        elif self.kind == "cosine":
+            s = p["s"]
+            dla = -torch.tan((t + s) / (1 + s) * math.pi / 2) * (math.pi / (2 * (1 + s)))
+        else:
+            dla = _slope(t, self._t_grid.to(t.device), self._log_alpha_grid.to(t.device))
+        # sigma^2 = 1 - alpha^2  =>  d log sigma = -(alpha^2 / sigma^2) d log alpha
+        la = self._log_alpha(t)
+        return dla, -torch.exp(2.0 * (la - _log_sigma_vp(la))) * dla
+
     def _t_of_log_snr(self, lam: Tensor) -> Tensor:
         log_alpha = _log_alpha_vp_of_log_snr(lam)
         p = self.params
@@ -242,13 +281,16 @@ class VESchedule(NoiseSchedule):
         self.t_min, self.t_max = 0.0, 1.0
 
     def _log_alpha(self, t: Tensor) -> Tensor:
-        return t * 0.0  # keeps t in the autograd graph for derivatives()
+        return t * 0.0  # stays in the autograd graph (the base class differentiates it)
 
     def _log_sigma(self, t: Tensor) -> Tensor:
         return math.log(self.sigma_min) + t * self._log_ratio
 
     def _t_of_log_snr(self, lam: Tensor) -> Tensor:
         return (-lam - math.log(self.sigma_min)) / self._log_ratio
+
+    def _dlog(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.zeros_like(t), torch.full_like(t, self._log_ratio)
 
 
 class LinearSchedule(NoiseSchedule):
@@ -271,3 +313,6 @@ class LinearSchedule(NoiseSchedule):
 
     def _t_of_log_snr(self, lam: Tensor) -> Tensor:
         return torch.sigmoid(-lam)
+
+    def _dlog(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return -1.0 / (1.0 - t), 1.0 / t

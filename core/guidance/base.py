@@ -53,19 +53,20 @@ class Guide:
 
 
 def model_fn(
-    denoiser: Denoiser, guide: Guide | None = None, cond: dict | None = None
+    denoiser: Denoiser, guide: Guide | None = None, cond: dict | None = None, need: str = "both"
 ) -> Callable[..., tuple[Tensor, Tensor]]:
     """The guided prediction ``fn(x, t, step=None) -> (x0, eps)`` that samplers call.
 
     ``t`` is a 0-d or (B,) tensor of continuous times. No autograd graph survives the call:
     memory stays flat over the number of steps. A non-finite correction raises
-    :class:`GuidanceError` naming the step and time.
+    :class:`GuidanceError` naming the step and time. ``need`` (``"x0"`` or ``"eps"``) tells an
+    unguided model which of the two the sampler uses, so the other may be returned as None.
     """
     cond = dict(cond or {})
     if guide is None:
 
         def plain(x: Tensor, t: Tensor, step: int | None = None) -> tuple[Tensor, Tensor]:
-            return denoiser.x0_eps(x, t, **cond)
+            return denoiser.x0_eps(x, t, need, **cond)
 
         return plain
 

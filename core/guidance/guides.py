@@ -73,7 +73,9 @@ class Energy(Guide):
             e = self.fn(arg, t)
             if not isinstance(e, Tensor) or e.shape != (x.shape[0],):
                 shape = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
-                raise ValueError(f"energy must return one value per sample, shape ({x.shape[0]},); got {shape}")
+                raise ValueError(
+                    f"energy must return one value per sample, shape ({x.shape[0]},); got {shape}"
+                )
             (grad,) = torch.autograd.grad(e.sum(), wrt, retain_graph=self.on == "x0")
         return grad
 
@@ -135,7 +137,9 @@ class Project(Guide):
     def project(self, x: Tensor, t: Tensor) -> Tensor:
         out = self.fn(x, t)
         if out.shape != x.shape:
-            raise ValueError(f"projection changed the state's shape from {tuple(x.shape)} to {tuple(out.shape)}")
+            raise ValueError(
+                f"projection changed the state's shape from {tuple(x.shape)} to {tuple(out.shape)}"
+            )
         return out
 
     @classmethod

@@ -36,8 +36,12 @@ def labelled_mixture(schedule=None) -> GaussianMixture:
     """Four 2-D components, two per class, overlapping enough that guidance matters."""
     means = torch.tensor([[-2.0, 0.0], [0.0, 1.6], [2.0, 0.0], [0.0, -1.6]], dtype=torch.float64)
     covs = torch.tensor(
-        [[[0.30, 0.10], [0.10, 0.20]], [[0.20, -0.05], [-0.05, 0.25]], [[0.25, 0.0], [0.0, 0.35]],
-         [[0.30, 0.12], [0.12, 0.30]]],
+        [
+            [[0.30, 0.10], [0.10, 0.20]],
+            [[0.20, -0.05], [-0.05, 0.25]],
+            [[0.25, 0.0], [0.0, 0.35]],
+            [[0.30, 0.12], [0.12, 0.30]],
+        ],
         dtype=torch.float64,
     )
     return GaussianMixture([0.3, 0.2, 0.3, 0.2], means, covs, labels=[0, 0, 1, 1], schedule=schedule)
@@ -244,8 +248,9 @@ def test_inpaint_alone_keeps_entries_fixed_for_every_sampler():
         if method.startswith("analytic"):
             continue
         x_T = torch.randn(16, 3, dtype=torch.float64)
-        _, traj = core.sample(gm.as_denoiser(), x_T, method=method, steps=6, guide=Inpaint(mask, values),
-                              return_trajectory=True)
+        _, traj = core.sample(
+            gm.as_denoiser(), x_T, method=method, steps=6, guide=Inpaint(mask, values), return_trajectory=True
+        )
         assert bool((traj[..., 0] == 0.7).all()), method
 
 

@@ -1,0 +1,26 @@
+"""Samplers: one entry point, ``sample``, over a registry of plain solver functions.
+
+Importing this package registers every built-in method (the imports below run the
+``@register`` decorators).
+"""
+
+from . import analytic, ddpm, dpm_solver, dpm_solver_pp, ode, sde  # noqa: F401  (registration)
+from .grids import GRIDS, grid_names, make_grid
+from .registry import METHODS, Method, SamplerContext, get_method, method_names, register
+from .sample import DEFAULT_GRID, DEFAULT_METHOD, DEFAULT_STEPS, sample
+
+__all__ = [
+    "sample",
+    "register",
+    "get_method",
+    "method_names",
+    "grid_names",
+    "make_grid",
+    "METHODS",
+    "GRIDS",
+    "Method",
+    "SamplerContext",
+    "DEFAULT_METHOD",
+    "DEFAULT_GRID",
+    "DEFAULT_STEPS",
+]
