@@ -94,7 +94,7 @@ def cmd_benchmark(args) -> None:
 def cmd_demo(args) -> None:
     from .runner import demo
 
-    demo(Path(args.out), seed=args.seed)
+    demo(Path(args.out), seed=args.seed, device=args.device)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     _common(p)
     p.add_argument("--run", required=True)
     p.add_argument("--method", choices=["ddpm", "dpm_solver++"], default="dpm_solver++")
-    p.add_argument("--steps", type=int, default=20, help="dpm_solver++ steps (NFE)")
+    p.add_argument("--steps", type=int, default=15, help="dpm_solver++ steps (NFE = steps + 1)")
     p.add_argument("--start", type=float, nargs=2, required=True, metavar=("X", "Y"))
     p.add_argument("--goal", type=float, nargs=2, required=True, metavar=("X", "Y"))
     p.set_defaults(fn=cmd_plan)
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("demo", help="short Maze2D run for the main job (report.md + plan figure)")
     p.add_argument("--out", default="runs/demo/control")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda")
     p.set_defaults(fn=cmd_demo)
 
     args = parser.parse_args(argv)

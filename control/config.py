@@ -20,9 +20,14 @@ class Maze2DConfig:
             generate ``data_steps`` transitions with seed ``data_seed`` (cached under ``$ANNEAL_DATA``).
         horizon, diffusion_steps: None = Diffuser's value for the maze (128/256/384, 64/256/256).
         dim, dim_mults: Temporal U-Net width and multipliers.
+        cond_input: the U-Net also receives the start and goal states broadcast along the horizon
+            and each step's position (``planner.cond_features``); Diffuser's network does not.
         train_steps, batch_size, lr, ema_decay: optimisation (AdamW through ``core.Trainer``).
+        warmup_steps, lr_schedule: linear warm-up, then ``constant`` or ``cosine`` decay to 0.
+        ema_warmup: EMA decay ``min(ema_decay, (1 + n) / (10 + n))`` after n updates.
         episodes: evaluation episodes per task (parallel environments).
-        solver_steps, solver_order: ``dpm_solver++`` steps (= NFE) and order (multistep).
+        solver_steps, solver_order: ``dpm_solver++`` steps and order (multistep); NFE = steps + 1
+            (a final x0 prediction, as DDPM's T steps end with one).
         replan_every: replan every this many env steps (0: plan once, as Diffuser's maze2d).
         threads: torch CPU threads for this run.
     """
@@ -35,12 +40,16 @@ class Maze2DConfig:
     diffusion_steps: int | None = None
     dim: int = 32
     dim_mults: tuple[int, ...] = (1, 4, 8)
+    cond_input: bool = False
     train_steps: int = 2_000_000
     batch_size: int = 32
     lr: float = 2e-4
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
     ema_decay: float = 0.995
+    ema_warmup: bool = False
     episodes: int = 50
-    solver_steps: int = 20
+    solver_steps: int = 15
     solver_order: int = 2
     replan_every: int = 0
     seed: int = 0
@@ -70,6 +79,8 @@ class Maze2DConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if not 1 <= self.solver_order <= 3:
             raise ValueError(f"solver_order must be 1, 2 or 3, got {self.solver_order}")
         for m in self.mazes:
@@ -88,15 +99,22 @@ class Maze2DConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # CPU: a narrower U-Net (dim_mults (1, 2, 4)), 3k steps on one thread (2 threads thrash here).
+    # CPU: a narrower U-Net (dim_mults (1, 2, 4)) that also receives the start and goal
+    # (cond_input), 6k steps at batch 32 on one thread, lr 1e-3 with warm-up and cosine decay.
     "quick": dict(
         maze="umaze",
         data_steps=1_000_000,
         dim_mults=(1, 2, 4),
-        train_steps=3_000,
-        lr=4e-4,
+        cond_input=True,
+        train_steps=6_000,
+        lr=1e-3,
+        warmup_steps=250,
+        lr_schedule="cosine",
+        ema_decay=0.999,
+        ema_warmup=True,
+        ckpt_every=1000,
         threads=1,
-        solver_steps=15,
+        replan_every=25,
         mazes=["umaze"],
     ),
     # Diffuser's Maze2D setup (GPU): TemporalUnet 32 x (1, 4, 8), batch 32, lr 2e-4, 2M steps.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 
 from core.training import resolve_device
 
-from .config import Maze2DConfig
+from .config import Maze2DConfig, preset
 from .maze2d.evaluate import EvalResult, OraclePolicy, RandomPolicy, evaluate
 from .maze2d.mazes import get_maze
 from .maze2d.planner import Planner, TrackingPolicy
@@ -40,9 +41,13 @@ def make_planner(run_dir: Path, cfg: Maze2DConfig, method: str) -> Planner:
 
 
 def evaluate_method(
-    cfg: Maze2DConfig, method: str, run_dir: Path | None, multi_goal: bool
+    cfg: Maze2DConfig, method: str, run_dir: Path | None, multi_goal: bool, replan_every: int = 0
 ) -> tuple[dict, EvalResult, np.ndarray | None]:
-    """One row: (summary with plan_latency_ms and nfe, raw result, first plans or None)."""
+    """One row: (summary with plan_latency_ms and nfe, raw result, first plans or None).
+
+    ``replan_every``: for the planners, replan from the current state every that many steps
+    (0: plan once, as Diffuser's maze2d).
+    """
     maze = get_maze(cfg.maze)
     if method == "random":
         policy, planner = RandomPolicy(cfg.seed), None
@@ -52,39 +57,67 @@ def evaluate_method(
         if run_dir is None:
             raise ValueError(f"method {method!r} needs a trained run folder")
         planner = make_planner(run_dir, cfg, method)
-        policy = TrackingPolicy(planner, cfg.replan_every, seed=cfg.seed)
+        policy = TrackingPolicy(planner, replan_every, seed=cfg.seed)
     else:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     result = evaluate(maze, policy, cfg.episodes, seed=cfg.seed, multi_goal=multi_goal)
     row = result.summary()
     row["nfe"] = planner.nfe if planner else 0
     row["plan_latency_ms"] = planner.latency_ms(result.starts, result.goals) if planner else 0.0
+    row["replan_every"] = replan_every if planner else 0
     row["eval_seconds"] = result.seconds
     plans = policy.first_plans if planner else None
     return row, result, plans
 
 
+def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Mean and standard error of the per-episode difference a - b (same starts and goals)."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return {"mean": float(diff.mean()), "stderr": se, "episodes": len(diff)}
+
+
 def evaluate_run(
     cfg: Maze2DConfig, run_dir: Path | None, methods=METHODS, tasks=("maze2d", "multi2d")
 ) -> dict:
-    """metrics[task-maze][method] for every method; writes plan figures into run_dir (if given)."""
+    """metrics[task-maze][row] for every method; writes plan figures into run_dir (if given).
+
+    Every row of a task sees the same starts and goals (seed ``cfg.seed``), so ``dpm_solver++``
+    also gets ``vs_ddpm``: the paired score difference to DDPM (mean, standard error) and the
+    plan-latency speed-up. With ``cfg.replan_every > 0`` ``dpm_solver++`` gets a second row,
+    ``dpm_solver++ replan <k>``.
+    """
     metrics: dict[str, dict] = {}
     for task in tasks:
         key = f"{task}-{cfg.maze}"
         metrics[key] = {}
+        scores: dict[str, np.ndarray] = {}
         for method in methods:
-            row, result, plans = evaluate_method(cfg, method, run_dir, multi_goal=task == "multi2d")
-            metrics[key][method] = row
-            print(f"{key:16s} {method:13s} {_fmt(row)}", flush=True)
-            if plans is not None and run_dir is not None:
-                plot_plans(
-                    get_maze(cfg.maze),
-                    plans,
-                    result.goals,
-                    run_dir / f"plans_{key}_{method}.png",
-                    executed=result.paths,
-                    title=f"{key} {method} (NFE {row['nfe']})",
-                )
+            replans = [0]
+            if method == "dpm_solver++" and cfg.replan_every > 0:
+                replans.append(cfg.replan_every)
+            for k in replans:
+                name = method if k == 0 else f"{method} replan {k}"
+                row, result, plans = evaluate_method(cfg, method, run_dir, task == "multi2d", k)
+                metrics[key][name] = row
+                scores[name] = result.scores
+                print(f"{key:16s} {name:24s} {_fmt(row)}", flush=True)
+                if plans is not None and run_dir is not None:
+                    plot_plans(
+                        get_maze(cfg.maze),
+                        plans,
+                        result.goals,
+                        run_dir / f"plans_{key}_{name.replace(' ', '_')}.png",
+                        executed=result.paths,
+                        title=f"{key} {name} (NFE {row['nfe']})",
+                    )
+        for fast, ref in (("dpm_solver++", "ddpm"),):
+            if fast in scores and ref in scores:
+                row = metrics[key][fast]
+                row["vs_ddpm"] = {
+                    **paired_difference(scores[fast], scores[ref]),
+                    "speedup": metrics[key][ref]["plan_latency_ms"] / row["plan_latency_ms"],
+                }
     return metrics
 
 
@@ -96,18 +129,21 @@ def _fmt(row: dict) -> str:
 
 
 def format_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["task", "method", "normalised score", "success", "NFE", "plan latency (ms)"]
+    header = ["task", "method", "normalised score", "success", "NFE", "plan latency (ms)", "vs DDPM (paired)"]
     rows = []
     for key, by_method in metrics.items():
         for method, r in by_method.items():
+            vs = r.get("vs_ddpm")
+            paired = f"{vs['mean']:+.1f} ± {vs['stderr']:.1f}, {vs['speedup']:.1f}x faster" if vs else ""
             rows.append(
                 [
                     key,
                     method,
                     f"{r['normalized_score']:.1f} ± {r['normalized_score_stderr']:.1f}",
                     f"{r['success_rate']:.2f}",
-                    str(r["nfe"]),
-                    f"{r['plan_latency_ms']:.1f}",
+                    str(r["nfe"]) if r["nfe"] else "–",
+                    f"{r['plan_latency_ms']:.1f}" if r["nfe"] else "–",
+                    paired,
                 ]
             )
     return header, rows
@@ -125,12 +161,31 @@ def print_table(metrics: dict) -> str:
 
 
 def train_run(cfg: Maze2DConfig, run_dir: Path, progress: bool = True) -> Path:
+    """Train into ``run_dir``; ``train_time.json`` records wall and CPU seconds (data generation included).
+
+    On a shared machine wall time overstates the cost; the process CPU time is what the run
+    would take on an unloaded core with ``cfg.threads = 1``. An interrupted run with the same
+    config resumes from its last checkpoint; checkpoints of a different config are discarded.
+    """
     torch.set_num_threads(cfg.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", cfg.to_dict())
-    t0 = time.perf_counter()
+    cfg_path = run_dir / "config.json"
+    if cfg_path.is_file() and json.loads(cfg_path.read_text()) != json.loads(json.dumps(cfg.to_dict())):
+        shutil.rmtree(run_dir / "train", ignore_errors=True)
+    write_json(cfg_path, cfg.to_dict())
+    t0, c0 = time.perf_counter(), time.process_time()
     train(cfg, run_dir, progress=progress)
-    write_json(run_dir / "train_time.json", {"seconds": time.perf_counter() - t0, "steps": cfg.train_steps})
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    write_json(
+        run_dir / "train_time.json",
+        {
+            "seconds": wall,
+            "cpu_seconds": cpu,
+            "steps": cfg.train_steps,
+            "steps_per_s": cfg.train_steps / wall,
+            "threads": cfg.threads,
+        },
+    )
     return run_dir
 
 
@@ -151,24 +206,22 @@ def benchmark(cfg: Maze2DConfig, out: Path, reuse: bool = True) -> dict:
     return all_metrics
 
 
-def demo(out: Path, seed: int = 0) -> dict:
-    """A ~2-minute CPU run: small data, a small planner, 10 episodes per row; writes report.md and figures."""
+def demo(out: Path, seed: int = 0, device: str = "cpu") -> dict:
+    """A ~2-minute CPU run: small data, a small planner, 20 episodes per row; writes report.md and figures."""
     torch.set_num_threads(1)
-    cfg = Maze2DConfig(
-        maze="umaze",
+    cfg = preset(
+        "quick",
         data_steps=200_000,
         dim=16,
-        dim_mults=(1, 2, 4),
-        train_steps=600,
-        batch_size=32,
-        lr=1e-3,
-        episodes=10,
-        solver_steps=10,
+        train_steps=800,
+        warmup_steps=50,
+        episodes=20,
+        solver_steps=9,
         seed=seed,
-        threads=1,
-        ckpt_every=600,
-        mazes=["umaze"],
-    )
+        device=device,
+        ckpt_every=800,
+    ).replace(replan_every=0)
+    shutil.rmtree(out / "train", ignore_errors=True)  # always a fresh run, never a resume
     t0 = time.perf_counter()
     train_run(cfg, out, progress=False)
     train_s = time.perf_counter() - t0
@@ -177,20 +230,29 @@ def demo(out: Path, seed: int = 0) -> dict:
     header, rows = format_table(metrics)
     plot_score_table(rows, header, out / "scores.png", title="Maze2D umaze demo")
     key = f"maze2d-{cfg.maze}"
+    shutil.copyfile(out / f"plans_{key}_dpm_solver++.png", out / "plans.png")
     lines = [
         "## Control: Diffuser planning on Maze2D (umaze, demo scale)",
         "",
         f"Data: {cfg.data_steps:,} D4RL-recipe steps generated here; planner: Temporal U-Net "
-        f"dim {cfg.dim} x {cfg.dim_mults}, {cfg.train_steps} training steps ({train_s:.0f} s on CPU), "
-        f"horizon {cfg.horizon}, T = {cfg.diffusion_steps}; {cfg.episodes} episodes of 300 steps. "
-        "Demo scale only: see `python -m control benchmark maze2d --preset quick` for the real numbers.",
+        f"dim {cfg.dim} x {cfg.dim_mults} with start/goal input channels, {cfg.train_steps} training "
+        f"steps ({train_s:.0f} s wall on CPU, with data generation unless cached), horizon {cfg.horizon}, "
+        f"T = {cfg.diffusion_steps}; {cfg.episodes} episodes of 300 steps from D4RL's start "
+        "distribution, plan once and track. Demo scale only: "
+        "`python -m control benchmark maze2d --preset quick` gives the real numbers.",
         "",
-        "| method | normalised score | success | NFE | plan latency (ms) |",
-        "|---|---|---|---|---|",
+        "| method | normalised score | success | NFE | plan latency (ms) | vs DDPM (paired) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} |")
-    lines += ["", f"![plans](plans_{key}_dpm_solver++.png)", ""]
+        lines.append("| " + " | ".join(r[1:]) + " |")
+    lines += [
+        "",
+        "Plans (dots, purple to yellow) from the start (blue) to the goal (star), executed path red:",
+        "",
+        "![plans](./plans.png)",
+        "",
+    ]
     (out / "report.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return metrics

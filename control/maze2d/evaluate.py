@@ -2,9 +2,14 @@
 
 Episodes run their full length (300 / 600 / 800 steps, no termination at the goal). The
 reward is recomputed here with D4RL's rule, +1 for every step that ends within 0.5 of the
-goal, so returns are comparable with D4RL's normalisation constants. Fixed-goal tasks
-(``maze2d-*``) put the goal in D4RL's goal cell; Multi2D (``multi2d-*``) draws a random goal
-per episode. Gymnasium still adds its own +-0.25 noise to both goal and start.
+goal, so returns are comparable with D4RL's normalisation constants.
+
+Episodes start as D4RL's ``MazeEnv.reset_model`` starts them, not as gymnasium-robotics does
+(see :func:`d4rl_initial_states`): start cell uniform over all free cells *including the goal's*,
+position noise uniform +-0.1, velocity 0.1 * N(0, 1); the fixed-goal tasks (``maze2d-*``) put
+the goal exactly at the centre of D4RL's goal cell, Multi2D (``multi2d-*``) draws a goal cell
+uniformly per episode plus uniform +-0.1 noise (D4RL's ``set_target``). Everything is drawn from
+one ``numpy`` generator seeded with ``seed`` and written into the environments after their reset.
 
 We use ``SyncVectorEnv``: a PointMaze step costs ~30 us, far less than the pipe round trip of
 ``AsyncVectorEnv``'s one-process-per-env workers, and the machine has two cores (see
@@ -24,9 +29,19 @@ from .controller import WaypointController
 from .mazes import MazeSpec
 from .sim import make_env
 
-__all__ = ["Policy", "RandomPolicy", "OraclePolicy", "EvalResult", "evaluate", "normalized_score"]
+__all__ = [
+    "Policy",
+    "RandomPolicy",
+    "OraclePolicy",
+    "EvalResult",
+    "d4rl_initial_states",
+    "evaluate",
+    "normalized_score",
+]
 
 REWARD_RADIUS = 0.5
+D4RL_POS_NOISE = 0.1  # uniform +-0.1 on qpos (reset_model) and on random targets (set_target)
+D4RL_VEL_NOISE = 0.1  # qvel = init_qvel (zeros) + 0.1 * randn
 
 
 class Policy:
@@ -85,13 +100,61 @@ class EvalResult:
         }
 
 
-def make_vector_env(maze: MazeSpec, n: int, vector: str = "sync") -> gym.vector.VectorEnv:
+def d4rl_initial_states(
+    maze: MazeSpec, episodes: int, seed: int, multi_goal: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """D4RL maze2d's start and goal distribution, drawn deterministically from ``seed``.
+
+    D4RL's ``reset_model`` picks the start cell uniformly from ``empty_and_goal_locations``
+    (every free cell, the goal's included), adds uniform +-0.1 noise to qpos and sets
+    qvel = 0.1 * randn. Its fixed-goal envs keep the goal at the goal cell's centre; a random
+    target (``set_target()``, Diffuser's Multi2D) is a uniform free cell plus uniform +-0.1.
+    gymnasium-robotics instead never starts in the goal cell and uses +-0.25 on start and goal.
+
+    Returns:
+        (start_cells (n, 2) int, goal_cells (n, 2) int, starts (n, 4) = (x, y, vx, vy),
+        goals (n, 2)), positions in gym coordinates.
+    """
+    rng = np.random.default_rng(seed)
+    free = maze.free_cells
+    start_cells = free[rng.integers(len(free), size=episodes)]
+    starts = np.empty((episodes, 4))
+    starts[:, :2] = maze.cell_center(start_cells) + rng.uniform(
+        -D4RL_POS_NOISE, D4RL_POS_NOISE, size=(episodes, 2)
+    )
+    starts[:, 2:] = D4RL_VEL_NOISE * rng.standard_normal((episodes, 2))
+    if multi_goal:
+        goal_cells = free[rng.integers(len(free), size=episodes)]
+        goals = maze.cell_center(goal_cells) + rng.uniform(
+            -D4RL_POS_NOISE, D4RL_POS_NOISE, size=(episodes, 2)
+        )
+    else:
+        goal_cells = np.tile(np.array(maze.goal_cell), (episodes, 1))
+        goals = maze.cell_center(goal_cells)
+    return start_cells, goal_cells, starts, goals
+
+
+def _reset_d4rl(
+    env: gym.vector.VectorEnv, maze: MazeSpec, seed: int, multi_goal: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reset every sub-env of a ``SyncVectorEnv`` onto D4RL's start distribution; (states, goals)."""
+    n = env.num_envs
+    start_cells, goal_cells, starts, goals = d4rl_initial_states(maze, n, seed, multi_goal)
+    for i, sub in enumerate(env.envs):
+        sub.reset(seed=seed + i, options={"goal_cell": goal_cells[i], "reset_cell": start_cells[i]})
+        base = sub.unwrapped
+        base.goal = goals[i].copy()
+        base.update_target_site_pos()
+        base.point_env.set_state(starts[i, :2].copy(), starts[i, 2:].copy())
+        state = np.concatenate([base.point_env.data.qpos, base.point_env.data.qvel])
+        if not np.allclose(state, starts[i]):
+            raise RuntimeError(f"could not set the start state {starts[i]} (got {state})")
+    return starts, goals
+
+
+def make_vector_env(maze: MazeSpec, n: int) -> gym.vector.SyncVectorEnv:
     fns: list[Callable[[], gym.Env]] = [lambda: make_env(maze) for _ in range(n)]
-    if vector == "sync":
-        return gym.vector.SyncVectorEnv(fns)
-    if vector == "async":
-        return gym.vector.AsyncVectorEnv(fns)
-    raise ValueError(f"vector must be 'sync' or 'async', got {vector!r}")
+    return gym.vector.SyncVectorEnv(fns)
 
 
 def evaluate(
@@ -101,19 +164,18 @@ def evaluate(
     seed: int = 0,
     multi_goal: bool = False,
     steps: int | None = None,
-    vector: str = "sync",
 ) -> EvalResult:
-    """Roll ``policy`` out in ``episodes`` parallel environments for ``steps`` (default: full length)."""
+    """Roll ``policy`` out in ``episodes`` parallel environments for ``steps`` (default: full length).
+
+    Starts and goals follow D4RL (:func:`d4rl_initial_states`), seeded by ``seed``.
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     steps = steps or maze.episode_steps
-    env = make_vector_env(maze, episodes, vector)
+    env = make_vector_env(maze, episodes)
     t0 = time.perf_counter()
     try:
-        options = None if multi_goal else {"goal_cell": np.array(maze.goal_cell)}
-        obs, _ = env.reset(seed=seed, options=options)
-        goal = obs["desired_goal"].copy()
-        state = obs["observation"].copy()
+        state, goal = _reset_d4rl(env, maze, seed, multi_goal)
         starts = state.copy()
         policy.reset(state, goal)
         returns = np.zeros(episodes)

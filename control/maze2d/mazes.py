@@ -14,7 +14,8 @@ So ``x_gym = y_d4rl + 0.5 - W / 2`` and ``y_gym = H / 2 - 0.5 - x_d4rl`` (a swap
 a flip of one and a shift); velocities and actions rotate the same way without the shift:
 ``(vx_gym, vy_gym) = (vy_d4rl, -vx_d4rl)``. Other differences: gymnasium's success radius
 is 0.45 (D4RL: reward within 0.5, which is what we score), its reset noise is +-0.25 cell
-(D4RL +-0.1) and its start cell is never the goal cell. The dynamics (point mass, gear 100,
+(D4RL +-0.1) and its start cell is never the goal cell (our evaluation resets as D4RL does,
+see :func:`control.maze2d.evaluate.d4rl_initial_states`). The dynamics (point mass, gear 100,
 dt 0.01, velocity clipped to +-5, action clipped to +-1) are the same.
 """
 

@@ -41,12 +41,17 @@ def train(cfg: Maze2DConfig, run_dir: str | Path, progress: bool = True) -> Path
     maze = get_maze(cfg.maze)
     torch.manual_seed(cfg.seed)
     dataset = build_sequence_dataset(cfg, maze, progress=progress)
-    denoiser = build_denoiser(dataset.transition_dim, cfg.diffusion_steps, cfg.dim, cfg.dim_mults)
+    denoiser = build_denoiser(
+        dataset.transition_dim, cfg.diffusion_steps, cfg.dim, cfg.dim_mults, cfg.cond_input
+    )
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True)
     tcfg = TrainerConfig(
         steps=cfg.train_steps,
         lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        schedule=cfg.lr_schedule,
         ema_decay=cfg.ema_decay,
+        ema_warmup=cfg.ema_warmup,
         log_every=100,
         ckpt_every=cfg.ckpt_every,
         keep_last=1,
@@ -86,6 +91,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu"):
         meta["diffusion_steps"],
         net.config["dim"],
         tuple(net.config["dim_mults"]),
+        bool(net.config.get("cond_dim", 0)),
     )
     denoiser.net = net
     return denoiser.eval(), LimitsNormalizer.from_state_dict(meta["normalizer"]), meta

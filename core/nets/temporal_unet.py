@@ -3,6 +3,12 @@
 Input and output are trajectories of shape (B, horizon, transition_dim); the network
 transposes to (B, channels, horizon) internally. ``horizon`` must be divisible by
 2^(len(dim_mults) - 1).
+
+With ``cond_dim > 0`` the network also takes per-step conditioning features (B, horizon,
+cond_dim), concatenated to the input channels (e.g. the start and goal states broadcast along
+the horizon plus the step's position). Convolutions are translation-equivariant, so an
+unconditional network can only find inpainted rows through the zero padding at the edges of
+the horizon, which it learns slowly.
 """
 
 from __future__ import annotations
@@ -47,9 +53,11 @@ class TemporalUnet(nn.Module):
         dim: base width; level k has ``dim * dim_mults[k]`` channels (Diffuser Maze2D: 32, (1, 4, 8)).
         dim_mults: width multipliers; every level but the last halves the horizon.
         kernel_size: temporal convolution width.
+        cond_dim: number of conditioning channels (0: none).
 
-    ``forward(x, t)``: x (B, horizon, transition_dim), t (B,) model time (any real scale,
-    e.g. a step index) -> (B, horizon, transition_dim).
+    ``forward(x, t, cond=None)``: x (B, horizon, transition_dim), t (B,) model time (any real
+    scale, e.g. a step index), cond (B or 1, horizon, cond_dim) (required iff ``cond_dim > 0``)
+    -> (B, horizon, transition_dim).
     """
 
     def __init__(
@@ -58,6 +66,7 @@ class TemporalUnet(nn.Module):
         dim: int = 32,
         dim_mults: tuple[int, ...] = (1, 2, 4, 8),
         kernel_size: int = 5,
+        cond_dim: int = 0,
     ) -> None:
         super().__init__()
         self.config = {
@@ -65,8 +74,12 @@ class TemporalUnet(nn.Module):
             "dim": dim,
             "dim_mults": list(dim_mults),
             "kernel_size": kernel_size,
+            "cond_dim": cond_dim,
         }
-        dims = [transition_dim, *(dim * m for m in dim_mults)]
+        if cond_dim < 0:
+            raise ValueError(f"cond_dim must be >= 0, got {cond_dim}")
+        self.cond_dim = cond_dim
+        dims = [transition_dim + cond_dim, *(dim * m for m in dim_mults)]
         in_out = list(zip(dims[:-1], dims[1:], strict=True))
         self.time_mlp = TimeMLP(dim)
         self.downs = nn.ModuleList()
@@ -85,7 +98,7 @@ class TemporalUnet(nn.Module):
         self.mid1 = ResidualTemporalBlock(mid, mid, dim, kernel_size)
         self.mid2 = ResidualTemporalBlock(mid, mid, dim, kernel_size)
         self.ups = nn.ModuleList()
-        for din, dout in reversed(in_out[1:]):
+        for din, dout in reversed(in_out[1:]):  # the full-resolution skip is unused, as in Diffuser
             self.ups.append(
                 nn.ModuleList(
                     [
@@ -98,13 +111,20 @@ class TemporalUnet(nn.Module):
         self.final = nn.Sequential(Conv1dBlock(dim, dim, kernel_size), nn.Conv1d(dim, transition_dim, 1))
         self.min_horizon_factor = 2 ** (len(dim_mults) - 1)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         if x.dim() != 3 or x.shape[-1] != self.config["transition_dim"]:
             raise ValueError(
                 f"expected x of shape (B, horizon, {self.config['transition_dim']}), got {tuple(x.shape)}"
             )
         if x.shape[1] % self.min_horizon_factor:
             raise ValueError(f"horizon {x.shape[1]} must be divisible by {self.min_horizon_factor}")
+        if self.cond_dim:
+            if cond is None or cond.dim() != 3 or cond.shape[1:] != (x.shape[1], self.cond_dim):
+                got = None if cond is None else tuple(cond.shape)
+                raise ValueError(f"expected cond of shape (B, {x.shape[1]}, {self.cond_dim}), got {got}")
+            x = torch.cat([x, cond.to(x.dtype).expand(x.shape[0], -1, -1)], dim=-1)
+        elif cond is not None:
+            raise ValueError("this TemporalUnet was built with cond_dim=0 but received cond")
         h = x.transpose(1, 2)
         temb = self.time_mlp(t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t)
         skips = []

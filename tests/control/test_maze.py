@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from control.maze2d.controller import WaypointController
-from control.maze2d.evaluate import OraclePolicy, evaluate, normalized_score
+from control.maze2d.evaluate import OraclePolicy, d4rl_initial_states, evaluate, normalized_score
 from control.maze2d.mazes import MAZES, d4rl_to_gym, get_maze, gym_to_d4rl
 from control.maze2d.sim import PointMazeSim, make_env
 
@@ -70,3 +70,29 @@ def test_sim_matches_gym_step():
         sim.step(a.copy())
     np.testing.assert_allclose(sim.state, obs["observation"], atol=1e-8)
     env.close()
+
+
+def test_d4rl_start_distribution():
+    """Starts as D4RL's reset_model: any free cell (goal's included), +-0.1, qvel 0.1 randn; exact goal."""
+    m = get_maze("umaze")
+    cells, gcells, starts, goals = d4rl_initial_states(m, 700, seed=0)
+    again = d4rl_initial_states(m, 700, seed=0)
+    for x, y in zip((cells, gcells, starts, goals), again, strict=True):
+        np.testing.assert_array_equal(x, y)
+    free = {tuple(c) for c in m.free_cells}
+    assert {tuple(c) for c in cells} == free  # all 7 cells, the goal cell included
+    assert np.abs(starts[:, :2] - m.cell_center(cells)).max() <= 0.1
+    assert 0.08 < starts[:, 2:].std() < 0.12
+    np.testing.assert_array_equal(goals, np.tile(m.cell_center(np.array(m.goal_cell)), (700, 1)))
+    _, gcells, _, goals = d4rl_initial_states(m, 200, seed=1, multi_goal=True)
+    assert len({tuple(c) for c in gcells}) == len(free)
+    assert np.abs(goals - m.cell_center(gcells)).max() <= 0.1
+
+
+def test_evaluate_starts_where_drawn():
+    m = get_maze("umaze")
+    res = evaluate(m, OraclePolicy(m), episodes=3, seed=5, steps=2)
+    _, _, starts, goals = d4rl_initial_states(m, 3, seed=5)
+    np.testing.assert_allclose(res.starts, starts)
+    np.testing.assert_allclose(res.goals, goals)
+    np.testing.assert_allclose(res.paths[:, 0], starts[:, :2])
