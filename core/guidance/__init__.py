@@ -4,7 +4,7 @@ Any sampler of :func:`core.sample` takes ``guide=``; a domain plugs in its own e
 :class:`Energy` (or subclasses :class:`Guide`) without touching ``core``.
 """
 
-from .base import Guide, GuidanceError, model_fn
+from .base import GuidanceError, Guide, model_fn
 from .guides import ClassifierFree, ClassifierGuidance, Combined, Energy, Inpaint, Project, combine
 
 __all__ = [

@@ -1,0 +1,101 @@
+"""``python -m core train|sample|evaluate``: the image pipeline's commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..data.paths import DatasetNotFoundError
+from ..metrics import save_image_grid
+from ..training import resolve_device
+from .config import FAMILIES, MODELS, PRESETS, image_config
+from .data import DATASETS
+from .evaluate import evaluate_run
+from .generate import generate
+from .models import load_run
+from .train import train
+
+__all__ = ["add_image_commands", "run_image_command", "USER_ERRORS"]
+
+#: Errors reported as one line on stderr (exit status 2) instead of a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, DatasetNotFoundError, RuntimeError)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _sampling(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", type=Path, required=True, help="run folder written by `train`")
+    p.add_argument(
+        "--method", default="dpm_solver++",
+        help="a core.sample method (dpm_solver++ = 2M, ddim, ddpm, heun, euler, ...) or consistency",
+    )  # fmt: skip
+    p.add_argument("--steps", type=int, default=20, help="solver steps; 0 = full ancestral chain (ddpm)")
+    p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--grid", help="step grid: logsnr (default), time_uniform (default for ddpm), karras, ...")
+
+
+def add_image_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``sample`` and ``evaluate`` to the ``python -m core`` parser."""
+    t = sub.add_parser("train", help="train an image model (ddpm, flow, reflow, consistency)")
+    t.add_argument("--preset", default="quick", choices=sorted(PRESETS))
+    t.add_argument("--model", default="unet", choices=MODELS)
+    t.add_argument("--family", default="ddpm", choices=FAMILIES)
+    t.add_argument("--dataset", default="fashion_mnist", choices=sorted(DATASETS))
+    t.add_argument("--data-root", type=Path, help="dataset folder (IDX files) or digits.png path")
+    t.add_argument("--teacher", type=Path, help="teacher run folder (reflow: a flow; consistency: a ddpm)")
+    t.add_argument("--steps", type=int, help="override the preset's training steps")
+    t.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    t.add_argument("--out", type=Path, help="run folder (default runs/core/<family>_<model>_<dataset>)")
+    _common(t)
+
+    s = sub.add_parser("sample", help="draw a PNG grid of class-conditional samples from a trained run")
+    _sampling(s)
+    s.add_argument("--num", type=int, default=100, help="number of images (balanced over classes)")
+    s.add_argument("--out", type=Path, help="PNG path (default <run>/samples_<method>_<steps>.png)")
+    _common(s)
+
+    e = sub.add_parser("evaluate", help="fid_<dataset>, precision/recall, class accuracy into metrics.json")
+    _sampling(e)
+    e.add_argument("--samples", type=int, help="number of samples (default: the preset's eval_samples)")
+    _common(e)
+
+
+def run_image_command(args: argparse.Namespace) -> int:
+    """Execute a parsed ``train|sample|evaluate`` command; returns the exit status."""
+    progress = not args.no_progress
+    if args.command == "train":
+        config = image_config(
+            args.preset, model=args.model, family=args.family, dataset=args.dataset,
+            teacher=str(args.teacher) if args.teacher else None, steps=args.steps, batch_size=args.batch_size,
+        )  # fmt: skip
+        out = args.out or Path("runs/core") / f"{args.family}_{args.model}_{args.dataset}"
+        result = train(
+            config, out, data_root=args.data_root, device=args.device, seed=args.seed, progress=progress
+        )
+        print(json.dumps(result))
+        print(f"wrote {out / 'model'}")
+        return 0
+    steps = args.steps or None
+    if args.command == "sample":
+        den, config = load_run(args.run, resolve_device(args.device))
+        x, info = generate(
+            den, config, args.num, method=args.method, steps=steps, cfg_scale=args.cfg_scale, grid=args.grid,
+            seed=args.seed, progress=progress,
+        )  # fmt: skip
+        path = args.out or args.run / f"samples_{args.method}_{steps or 'full'}_cfg{args.cfg_scale:g}.png"
+        save_image_grid(x, path, nrow=config.num_classes, scale=2)
+        print(json.dumps(info))
+        print(f"wrote {path}")
+        return 0
+    result = evaluate_run(
+        args.run, method=args.method, steps=steps, cfg_scale=args.cfg_scale, grid=args.grid,
+        samples=args.samples, seed=args.seed, device=args.device, progress=progress,
+    )  # fmt: skip
+    print(json.dumps(result))
+    print(f"wrote {args.run / 'metrics.json'}")
+    return 0

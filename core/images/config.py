@@ -1,0 +1,121 @@
+"""Configs of the image pipeline: one dataclass, named presets, per-backbone sizes.
+
+``image_config("quick", model="dit", family="flow", dataset="fashion_mnist")`` resolves a preset
+(``smoke``: seconds, for tests and the demo; ``quick``: one CPU core, tens of minutes; ``paper``:
+a GPU) for one backbone, family and dataset; keyword overrides replace any field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import apply_overrides, preset
+from .data import DATASETS
+
+__all__ = ["FAMILIES", "MODELS", "ImageConfig", "PRESETS", "image_config"]
+
+MODELS = ("unet", "uvit", "dit")
+#: ddpm: discrete 1000-step VP schedule, v prediction; flow: rectified flow (linear path,
+#: velocity); reflow: a flow retrained on a teacher flow's noise-sample pairs; consistency:
+#: consistency distillation of a ddpm teacher.
+FAMILIES = ("ddpm", "flow", "reflow", "consistency")
+
+
+@dataclass
+class ImageConfig:
+    """Everything a run needs; ``teacher`` names the teacher's run folder for reflow/consistency.
+
+    Backbone: ``width`` = U-Net base channels or transformer width; ``depth`` = U-Net residual
+    blocks per level or transformer depth; ``patch`` = transformer patch size, or for the U-Net
+    a pixel-unshuffle factor (the U-Net runs on (C * patch^2, H / patch, W / patch)).
+    """
+
+    dataset: str = "fashion_mnist"
+    model: str = "unet"
+    family: str = "ddpm"
+    image_size: int = 28
+    width: int = 32
+    depth: int = 1
+    patch: int = 2
+    heads: int = 4
+    channel_mults: tuple[int, ...] = (1, 2)
+    class_dropout: float = 0.1
+    timesteps: int = 1000
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    ema_decay: float = 0.995
+    ckpt_every: int = 500
+    eval_samples: int = 500
+    eval_batch: int = 250
+    grid_samples: int = 100
+    teacher: str | None = None
+    reflow_pairs: int = 4000
+    reflow_solver_steps: int = 20
+    cd_num_steps: int = 18
+    cd_ema: float = 0.95
+
+    def __post_init__(self) -> None:
+        self.channel_mults = tuple(self.channel_mults)
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {sorted(DATASETS)}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; expected one of {MODELS}")
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family {self.family!r}; expected one of {FAMILIES}")
+        for name in ("image_size", "width", "depth", "patch", "heads", "steps", "batch_size", "eval_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"ImageConfig.{name} must be a positive int, got {value!r}")
+        if self.image_size % self.patch:
+            raise ValueError(f"image_size {self.image_size} is not divisible by patch {self.patch}")
+        if not 0.0 <= self.class_dropout < 1.0:
+            raise ValueError(f"class_dropout must be in [0, 1), got {self.class_dropout}")
+
+    @property
+    def num_classes(self) -> int:
+        return DATASETS[self.dataset].num_classes
+
+    @property
+    def channels(self) -> int:
+        return DATASETS[self.dataset].channels
+
+
+PRESETS = {
+    "smoke": ImageConfig(
+        width=16, channel_mults=(1, 2), steps=20, batch_size=32, warmup_steps=5,
+        ckpt_every=10, eval_samples=100, eval_batch=100, grid_samples=20, timesteps=100,
+        reflow_pairs=64, reflow_solver_steps=4, cd_num_steps=6,
+    ),
+    "quick": ImageConfig(),
+    "paper": ImageConfig(
+        width=128, depth=2, patch=1, channel_mults=(1, 2, 2), steps=100_000, batch_size=128,
+        lr=2e-4, warmup_steps=1000, ema_decay=0.9999, ckpt_every=5000, eval_samples=10_000,
+        eval_batch=500, reflow_pairs=100_000, cd_num_steps=18,
+    ),
+}  # fmt: skip
+
+#: Per-backbone fields of each preset (the U-Net's are the preset's own).
+MODEL_SIZES = {
+    "smoke": {m: dict(width=32, depth=2, patch=4, heads=2) for m in ("uvit", "dit")},
+    "quick": {m: dict(width=96, depth=4, patch=4, heads=4) for m in ("uvit", "dit")},
+    "paper": {
+        "uvit": dict(width=512, depth=12, patch=2, heads=8),
+        "dit": dict(width=384, depth=12, patch=2, heads=6),
+    },
+}
+
+
+def image_config(name: str = "quick", **overrides: Any) -> ImageConfig:
+    """The preset ``name`` resolved for ``overrides["model"]`` and ``["dataset"]``; further
+    non-None overrides replace fields (unknown fields are an error). ``digits`` runs at 20x20."""
+    base = preset(PRESETS, name)
+    model = overrides.get("model") or base.model
+    dataset = overrides.get("dataset") or base.dataset
+    fields: dict[str, Any] = dict(MODEL_SIZES[name].get(model, {}))
+    if dataset == "digits":
+        fields["image_size"] = 20
+    return apply_overrides(dataclasses.replace(base, **fields), overrides)

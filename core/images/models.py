@@ -1,0 +1,98 @@
+"""Backbones, schedules and denoisers of the image families, and loading a trained run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..checkpoint import load_weights, save_pretrained
+from ..config import config_to_dict
+from ..denoiser import Denoiser
+from ..nets import DiT, DiTConfig, UNet, UNetConfig, UViT, UViTConfig
+from ..nets.conditioning import check_image
+from ..schedules import LinearSchedule, NoiseSchedule, VPSchedule, linear_betas
+from .config import ImageConfig
+
+__all__ = ["PixelShuffled", "build_denoiser", "build_net", "load_run", "make_schedule", "save_model"]
+
+
+class PixelShuffled(nn.Module):
+    """Runs ``net`` on pixel-unshuffled images: (B, C, H, W) -> (B, C f^2, H/f, W/f) -> net ->
+    back to (B, C, H, W). The U-Net then costs about f^2 times less on the same images."""
+
+    def __init__(self, net: nn.Module, factor: int, channels: int, image_size: int) -> None:
+        super().__init__()
+        self.net, self.factor, self.channels, self.image_size = net, factor, channels, image_size
+
+    @property
+    def null_class(self) -> int | None:
+        return self.net.null_class
+
+    def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
+        check_image(x, self.channels, self.image_size, type(self.net).__name__)
+        h = self.net(F.pixel_unshuffle(x, self.factor), t, y=y)
+        return F.pixel_shuffle(h, self.factor)
+
+
+def make_schedule(config: ImageConfig) -> NoiseSchedule:
+    """``ddpm``/``consistency``: DDPM's discrete linear-beta schedule with ``timesteps`` steps;
+    ``flow``/``reflow``: the linear (rectified-flow) path."""
+    if config.family in ("ddpm", "consistency"):
+        return VPSchedule.discrete(linear_betas(config.timesteps))
+    return LinearSchedule()
+
+
+def build_net(config: ImageConfig) -> nn.Module:
+    """The backbone ``net(x, t_model, y=None)`` for images (B, C, image_size, image_size)."""
+    c = config
+    discrete = c.family in ("ddpm", "consistency")
+    common = dict(
+        num_classes=c.num_classes, class_dropout=c.class_dropout, time_scale=1.0 if discrete else 1000.0
+    )
+    if c.model == "unet":
+        size = c.image_size // c.patch
+        lowest = size // 2 ** (len(c.channel_mults) - 1)
+        net = UNet(
+            UNetConfig(
+                image_size=size, in_channels=c.channels * c.patch**2, base_channels=c.width,
+                channel_mults=c.channel_mults, num_res_blocks=c.depth, attention_resolutions=(lowest,),
+                num_heads=1, dropout=0.0, groups=8, **common,
+            )
+        )  # fmt: skip
+        return PixelShuffled(net, c.patch, c.channels, c.image_size) if c.patch > 1 else net
+    kw = dict(image_size=c.image_size, in_channels=c.channels, patch_size=c.patch, dim=c.width, depth=c.depth)
+    if c.model == "uvit":
+        return UViT(UViTConfig(heads=c.heads, mlp_time_embed=True, **kw, **common))
+    return DiT(DiTConfig(heads=c.heads, **kw, **common))
+
+
+def build_denoiser(config: ImageConfig) -> Denoiser:
+    """A fresh Denoiser: v prediction under the discrete VP schedule, velocity under the linear path."""
+    schedule = make_schedule(config)
+    prediction = "velocity" if isinstance(schedule, LinearSchedule) else "v"
+    return Denoiser(build_net(config), schedule, prediction=prediction)
+
+
+def save_model(net: nn.Module, config: ImageConfig, directory: str | Path) -> Path:
+    """Write ``net``'s weights and the run's resolved config into ``directory`` (safetensors + JSON)."""
+    return save_pretrained(net, directory, {"image_config": config_to_dict(config)})
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, ImageConfig]:
+    """The trained denoiser (eval mode, on ``device``) and config of a run folder written by
+    :func:`core.images.train.train`."""
+    folder = Path(run) / "model"
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no trained model in {run}: {folder / 'config.json'} is missing "
+            "(train one with python -m core train)"
+        )
+    raw = json.loads((folder / "config.json").read_text())["image_config"]
+    config = ImageConfig(**raw)
+    den = build_denoiser(config)
+    load_weights(den.net, folder / "model.safetensors")
+    return den.to(device).eval(), config
