@@ -111,3 +111,19 @@ class ClassEmbedding(nn.Module):
                 drop = torch.rand(batch, device=y.device) < self.dropout
                 y = torch.where(drop, torch.full_like(y, self.null_class), y)
         return self.table(y)
+
+
+class ClassConditional:
+    """Mixin for backbones whose ``class_embed`` is a :class:`ClassEmbedding` or None."""
+
+    class_embed: ClassEmbedding | None
+
+    @property
+    def null_class(self) -> int | None:
+        """The label that means "no class" (classifier-free guidance), or None if unconditional."""
+        return self.class_embed.null_class if self.class_embed is not None else None
+
+    def check_labels(self, y: Tensor | None) -> None:
+        """Raise a ValueError when labels are given to an unconditional net."""
+        if y is not None and self.class_embed is None:
+            raise ValueError(f"labels y given to an unconditional {type(self).__name__} (num_classes=None)")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from .conditioning import ClassEmbedding, TimeEmbedding, check_image, time_vector
+from .conditioning import ClassConditional, ClassEmbedding, TimeEmbedding, check_image, time_vector
 from .transformer import Attention, FeedForward, PatchEmbed, sincos_2d, unpatchify
 
 __all__ = ["DiT", "DiTConfig", "DIT_SIZES"]
@@ -70,7 +70,7 @@ class DiTBlock(nn.Module):
         return x + b2[:, None] * self.mlp(_modulate(self.norm2(x), s2, g2))
 
 
-class DiT(nn.Module):
+class DiT(ClassConditional, nn.Module):
     """``DiT(config)(x, t, y=None)``: x (B, C, H, W), t scalar or (B,), y (B,) int64 or None
     -> (B, C, H, W)."""
 
@@ -106,16 +106,10 @@ class DiT(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    @property
-    def null_class(self) -> int | None:
-        """The label that means "no class" (classifier-free guidance), or None if unconditional."""
-        return self.class_embed.null_class if self.class_embed is not None else None
-
     def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
         cfg = self.config
         check_image(x, cfg.in_channels, cfg.image_size, "DiT")
-        if y is not None and self.class_embed is None:
-            raise ValueError("labels y given to an unconditional DiT (num_classes=None)")
+        self.check_labels(y)
         h = self.patch_embed(x) + self.pos_embed.to(x.dtype)
         c = self.time_embed(time_vector(t, x))
         if self.class_embed is not None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conditioning import ClassEmbedding, TimeEmbedding, time_vector
+from .conditioning import ClassConditional, ClassEmbedding, TimeEmbedding, time_vector
 
 __all__ = ["MLPNet", "MLPConfig"]
 
@@ -43,7 +43,7 @@ class _Block(nn.Module):
         return h + self.fc2(F.silu(self.fc1(self.norm(h)) + self.emb(emb)))
 
 
-class MLPNet(nn.Module):
+class MLPNet(ClassConditional, nn.Module):
     """``MLPNet(config)(x, t, y=None)``: x (B, dim), t scalar or (B,), y (B,) int64 or None -> (B, dim)."""
 
     def __init__(self, config: MLPConfig) -> None:
@@ -58,16 +58,10 @@ class MLPNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    @property
-    def null_class(self) -> int | None:
-        """The label that means "no class" (classifier-free guidance), or None if unconditional."""
-        return self.class_embed.null_class if self.class_embed is not None else None
-
     def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.config.dim:
             raise ValueError(f"MLPNet expects inputs of shape (B, {self.config.dim}), got {tuple(x.shape)}")
-        if y is not None and self.class_embed is None:
-            raise ValueError("labels y given to an unconditional MLPNet (num_classes=None)")
+        self.check_labels(y)
         emb = F.silu(self.time_embed(time_vector(t, x)))
         if self.class_embed is not None:
             emb = emb + self.class_embed(y, x.shape[0])

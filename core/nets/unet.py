@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conditioning import ClassEmbedding, TimeEmbedding, check_image, time_vector
+from .conditioning import ClassConditional, ClassEmbedding, TimeEmbedding, check_image, time_vector
 
 __all__ = ["UNet", "UNetConfig"]
 
@@ -117,7 +117,7 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-class UNet(nn.Module):
+class UNet(ClassConditional, nn.Module):
     """``UNet(config)(x, t, y=None)``: x (B, C, H, W), t scalar or (B,), y (B,) int64 or None
     -> (B, C, H, W)."""
 
@@ -171,16 +171,10 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    @property
-    def null_class(self) -> int | None:
-        """The label that means "no class" (classifier-free guidance), or None if unconditional."""
-        return self.class_embed.null_class if self.class_embed is not None else None
-
     def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
         c = self.config
         check_image(x, c.in_channels, c.image_size, "UNet")
-        if y is not None and self.class_embed is None:
-            raise ValueError("labels y given to an unconditional UNet (num_classes=None)")
+        self.check_labels(y)
         emb = self.time_embed(time_vector(t, x))
         if self.class_embed is not None:
             emb = emb + self.class_embed(y, x.shape[0])

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .conditioning import ClassEmbedding, TimeEmbedding, check_image, time_vector
+from .conditioning import ClassConditional, ClassEmbedding, TimeEmbedding, check_image, time_vector
 from .transformer import Attention, FeedForward, PatchEmbed, unpatchify
 
 __all__ = ["UViT", "UViTConfig", "UVIT_SIZES"]
@@ -75,7 +75,7 @@ class UViTBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class UViT(nn.Module):
+class UViT(ClassConditional, nn.Module):
     """``UViT(config)(x, t, y=None)``: x (B, C, H, W), t scalar or (B,), y (B,) int64 or None
     -> (B, C, H, W)."""
 
@@ -106,16 +106,10 @@ class UViT(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    @property
-    def null_class(self) -> int | None:
-        """The label that means "no class" (classifier-free guidance), or None if unconditional."""
-        return self.class_embed.null_class if self.class_embed is not None else None
-
     def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
         cfg = self.config
         check_image(x, cfg.in_channels, cfg.image_size, "UViT")
-        if y is not None and self.class_embed is None:
-            raise ValueError("labels y given to an unconditional UViT (num_classes=None)")
+        self.check_labels(y)
         tokens = [self.time_embed(time_vector(t, x))[:, None]]
         if self.class_embed is not None:
             tokens.append(self.class_embed(y, x.shape[0])[:, None])
