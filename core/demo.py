@@ -193,7 +193,7 @@ def _plot(data: torch.Tensor, samples: dict, rows: list[dict], path: Path) -> No
         ax.set_yticks([])
     fig.tight_layout()
     with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)
 
 
