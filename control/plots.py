@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from core.plotting import save_figure  # noqa: E402
+
 from .maze2d.mazes import MazeSpec  # noqa: E402
 
 __all__ = ["plot_plans", "plot_score_table"]
@@ -40,12 +42,7 @@ def plot_plans(
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_score_table(rows: list[list[str]], header: list[str], path: str | Path, title: str = "") -> Path:
@@ -58,9 +55,4 @@ def plot_score_table(rows: list[list[str]], header: list[str], path: str | Path,
     table.scale(1, 1.3)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=130)

@@ -28,6 +28,7 @@ from .data.paths import atomic_write  # noqa: E402
 from .denoiser import Denoiser  # noqa: E402
 from .nets.mlp import MLPConfig, MLPNet  # noqa: E402
 from .objectives import denoising_loss  # noqa: E402
+from .plotting import save_figure  # noqa: E402
 from .sampling import sample  # noqa: E402
 from .schedules import VPSchedule  # noqa: E402
 from .testing import sliced_wasserstein  # noqa: E402
@@ -191,10 +192,7 @@ def _plot(data: torch.Tensor, samples: dict, rows: list[dict], path: Path) -> No
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _report(metrics: dict, path: Path) -> None:

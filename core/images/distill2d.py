@@ -27,6 +27,7 @@ from ..data.paths import atomic_write
 from ..denoiser import Denoiser
 from ..nets.mlp import MLPConfig, MLPNet
 from ..objectives import denoising_loss, lora_copy, particle_loss, sds_loss, vsd_loss
+from ..plotting import save_figure
 from ..schedules import VPSchedule
 from ..testing import sliced_wasserstein
 from ..training import Trainer, TrainerConfig
@@ -179,7 +180,4 @@ def _plot(target, x_init, samples, results, path: Path) -> None:
         ax.set_aspect("equal")
         ax.set_xlim(-3, 3)
         ax.set_ylim(-3, 3)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
