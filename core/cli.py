@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "demo", help="2-D and image diffusion models compared across samplers (part of the main job)"
     )
-    d.add_argument("--preset", default="quick", help=f"one of {sorted(demo.PRESETS)}")
+    d.add_argument("--preset", default="quick", choices=sorted(demo.PRESETS))
     d.add_argument("--out", type=Path, default=Path("runs/demo/core"), help="output folder")
     d.add_argument("--device", default="auto", help="auto | cpu | cuda")
     d.add_argument("--seed", type=int, default=0)
