@@ -4,7 +4,7 @@ Run folder (``out``)::
 
     config.json        the resolved ImageConfig
     train/             the Trainer's checkpoints (exact resume), metrics.csv
-    train_info.json    training seconds (summed over resumed sessions), steps, final loss
+    train_info.json    training seconds (summed over resumed runs), steps, final loss
     reflow_pairs.pt    reflow only: the teacher's (noise, sample, label) couplings
     model/             the final weights (EMA, or the consistency target network) + config
     metrics.json       "train": the train info; `evaluate` adds one entry per sampler
