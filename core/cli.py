@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from . import demo
+from .config import preset
 from .images.cli import USER_ERRORS, add_image_commands, run_image_command
 
 __all__ = ["main"]
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         except USER_ERRORS as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    config = demo.config_for(args.preset)
+    config = preset(demo.PRESETS, args.preset)
     metrics = demo.run_toy_demo(
         config, args.out, device=args.device, seed=args.seed, progress=not args.no_progress
     )

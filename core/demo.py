@@ -9,7 +9,6 @@ distance to held-out data against its number of network evaluations (NFE).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -23,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from .config import preset, save_config  # noqa: E402
+from .config import save_config  # noqa: E402
 from .data.paths import atomic_write  # noqa: E402
 from .denoiser import Denoiser  # noqa: E402
 from .nets.mlp import MLPConfig, MLPNet  # noqa: E402
@@ -216,11 +215,6 @@ def _report(metrics: dict, path: Path) -> None:
     lines += ["", "![samples of each solver](./samplers.png)", ""]
     with atomic_write(path) as tmp:
         tmp.write_text("\n".join(lines))
-
-
-def config_for(name: str, **overrides) -> ToyDemoConfig:
-    """The preset ``name`` with field overrides."""
-    return dataclasses.replace(preset(PRESETS, name), **overrides)
 
 
 def run_image_stage(name: str, out: Path, device: str = "cpu", seed: int = 0, progress: bool = True) -> dict:
