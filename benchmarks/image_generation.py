@@ -5,12 +5,15 @@
 Stages (each cached in its run folder; a rerun skips finished work and resumes training):
 
 - ``distill2d``  (5) SDS vs VSD particles against a frozen 2-D diffusion prior of a known ring mixture;
-- ``ddpm``       (1) class-conditional U-Net DDPM: DPM-Solver++(2M) at 10/20 NFE and DDIM at 10 NFE;
+- ``ddpm``       (1) class-conditional U-Net DDPM (``TEACHER``: longer than the preset's other
+                 models): DPM-Solver++(2M) and DDIM at 10/20 NFE, logSNR and time-uniform grids,
+                 and Heun on the same model's probability-flow ODE in t (the diffusion model as a flow);
 - ``ancestral``  (1) the same model's full 1000-step ancestral sampler (the reference FID);
 - ``cfg``        (2) classifier-free guidance scales vs the held-out classifier's accuracy;
 - ``uvit``, ``dit`` (6) the same DDPM recipe with U-ViT and DiT backbones (same Trainer and sampler);
 - ``flow``, ``reflow`` (3) rectified flow, 1-step FID and straightness before and after one reflow;
-- ``consistency`` (4) consistency distillation of the DDPM: 1- and 2-step FID vs the teacher's 20 NFE.
+- ``consistency`` (4) consistency distillation of that DDPM (``STUDENT``): 1- and 2-step FID vs the
+                 teacher's 20 NFE.
 
 FIDs are ``fid_fmnist``: Frechet distances in the features of a classifier trained here on
 Fashion-MNIST (cached under $ANNEAL_DATA), **not** Inception FIDs. All evaluations of a model
@@ -21,27 +24,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-torch.set_num_threads(1)
-
-from core.data.paths import atomic_write  # noqa: E402
-from core.images.config import image_config  # noqa: E402
-from core.images.distill2d import DISTILL2D_PRESETS, run_distill2d  # noqa: E402
-from core.images.evaluate import evaluate_run  # noqa: E402
-from core.images.metrics import feature_classifier, sample_metrics  # noqa: E402
-from core.images.models import load_run  # noqa: E402
-from core.images.train import load_training_data, train  # noqa: E402
-from core.objectives import straightness  # noqa: E402
+from core.data.paths import atomic_write
+from core.images.config import image_config
+from core.images.distill2d import DISTILL2D_PRESETS, run_distill2d
+from core.images.evaluate import evaluate_run
+from core.images.metrics import feature_classifier, sample_metrics
+from core.images.models import load_run
+from core.images.train import load_training_data, train
+from core.objectives import straightness
 
 STAGES = ("distill2d", "ddpm", "cfg", "uvit", "dit", "flow", "reflow", "consistency", "ancestral")
 CFG_SCALES = (1.0, 2.0, 4.0)
 TU = "time_uniform"
+#: The class-conditional U-Net DDPM of claims 1, 2 and 4 (the consistency teacher) trains longer
+#: than the preset's other models: its probability-flow ODE is what claims 1 and 4 measure.
+TEACHER = {"smoke": {}, "quick": dict(steps=6000, ema_decay=0.999), "paper": {}}
+#: Consistency distillation of that teacher: each step costs about four U-Net passes (two Heun
+#: teacher evaluations, the target and the student with its backward pass).
+STUDENT = {
+    "smoke": dict(steps=10),
+    "quick": dict(steps=4500, lr=2e-4, ema_decay=0.999),
+    "paper": dict(steps=50_000),
+}
 
 
 def _cached(path: Path, fn) -> dict:
@@ -96,7 +105,7 @@ def run_stage(stage: str, root: Path, preset: str, seed: int) -> dict:
             lambda: run_distill2d(DISTILL2D_PRESETS[preset], root / "distill2d", seed=seed),
         )
     if stage == "ddpm":
-        info = _trained(ddpm, preset, seed, family="ddpm", model="unet")
+        info = _trained(ddpm, preset, seed, family="ddpm", model="unet", **TEACHER[preset])
         rows = {
             "real training images (floor)": _real_reference(root, preset, seed),
             "dpm_solver++(2M) 10": _eval(ddpm, seed, "dpm_solver++", 10),
@@ -107,12 +116,14 @@ def run_stage(stage: str, root: Path, preset: str, seed: int) -> dict:
         for k in (10, 20):
             rows[f"dpm_solver++(2M) {k}, time-uniform grid"] = _eval(ddpm, seed, "dpm_solver++", k, grid=TU)
             rows[f"ddim {k}, time-uniform grid"] = _eval(ddpm, seed, "ddim", k, grid=TU)
+        # the diffusion model as a flow: Heun on its probability-flow ODE in t (velocity drift)
+        rows["heun 10 (flow ODE)"] = _eval(ddpm, seed, "heun", 10)
         return {"train": info, "rows": rows}
     if stage == "ancestral":
-        _trained(ddpm, preset, seed, family="ddpm", model="unet")
+        _trained(ddpm, preset, seed, family="ddpm", model="unet", **TEACHER[preset])
         return {"rows": {"ddpm ancestral (full chain)": _eval(ddpm, seed, "ddpm", None)}}
     if stage == "cfg":
-        _trained(ddpm, preset, seed, family="ddpm", model="unet")
+        _trained(ddpm, preset, seed, family="ddpm", model="unet", **TEACHER[preset])
         return {
             "rows": {
                 f"cfg {s:g}, dpm_solver++(2M) 20": _eval(ddpm, seed, "dpm_solver++", 20, s)
@@ -134,8 +145,8 @@ def run_stage(stage: str, root: Path, preset: str, seed: int) -> dict:
         return {"train": info, "rows": rows, "straightness": _straightness(run, seed)}
     if stage == "consistency":
         run = root / "consistency_unet"
-        steps = max(1, image_config(preset).steps // 2)  # each step costs ~3 U-Net passes
-        info = _trained(run, preset, seed, family="consistency", model="unet", teacher=str(ddpm), steps=steps)
+        fields = dict(family="consistency", model="unet", teacher=str(ddpm), **STUDENT[preset])
+        info = _trained(run, preset, seed, **fields)
         rows = {f"consistency {k}-step": _eval(run, seed, "consistency", k) for k in (1, 2)}
         return {"train": info, "rows": rows}
     raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
@@ -197,6 +208,40 @@ def claims(results: dict) -> dict:
     return out
 
 
+def plot_fid_vs_nfe(results: dict, path: Path) -> Path | None:
+    """FID against NFE of the DDPM's solvers (both grids), with its ancestral chain, the real-data
+    floor and its consistency-distilled student (1 and 2 steps) as reference points."""
+    if "ddpm" not in results:
+        return None
+    import matplotlib.pyplot as plt
+
+    from core.plotting import save_figure
+
+    rows, fid = results["ddpm"]["rows"], "fid_fmnist"
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for name, label, style in (("dpm_solver++(2M)", "DPM-Solver++(2M)", "o-"), ("ddim", "DDIM", "s--")):
+        for suffix, grid in (("", "logSNR"), (", time-uniform grid", "time-uniform")):
+            keys = [f"{name} {k}{suffix}" for k in (10, 20)]
+            pts = [(rows[k]["nfe"], rows[k][fid]) for k in keys if k in rows]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), style, label=f"{label}, {grid}", alpha=0.6 if suffix else 1)
+    refs = [
+        ("ancestral", "ddpm ancestral (full chain)", "k", "-", "ancestral DDPM, {nfe} NFE"),
+        ("ddpm", "real training images (floor)", "0.6", ":", "real images (floor)"),
+    ]
+    for stage, key, color, ls, label in refs:
+        row = results.get(stage, {}).get("rows", {}).get(key)
+        if row:
+            ax.axhline(row[fid], color=color, ls=ls, lw=1, label=label.format(nfe=row["nfe"]))
+    for key, row in results.get("consistency", {}).get("rows", {}).items():
+        ax.plot(row["nfe"], row[fid], "^", ms=8, label=f"{key} (distilled)")
+    ax.set_xscale("log")
+    ax.set_xlabel("network evaluations (NFE)")
+    ax.set_ylabel("fid_fmnist (lower is better)")
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
 def table(results: dict) -> str:
     head = f"{'stage':<12} {'sampler':<34} {'NFE':>5} {'fid_fmnist':>10} {'prec':>5} {'rec':>5} {'acc':>5}"
     lines = [head + f" {'sec':>7}"]
@@ -219,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
     parser.add_argument("--out", type=Path, help="output folder (default runs/core/bench_<preset>)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (quick preset: 2 cores)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     root = args.out or Path("runs/core") / f"bench_{args.preset}"
     stages = [s for s in args.stages.split(",") if s]
     unknown = sorted(set(stages) - set(STAGES))
@@ -243,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_write(root / "results.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     print(table(results))
+    figure = plot_fid_vs_nfe(results, root / "fid_vs_nfe.png")
+    if figure:
+        print(f"wrote {figure}")
     for k, v in sorted(summary["claims"].items()):
         numbers = json.dumps({a: b for a, b in v.items() if a != "holds"})
         print(f"claim {k}: {'holds' if v['holds'] else 'does NOT hold'}  {numbers}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import apply_overrides, preset
+from ..objectives.consistency import DISTANCES, WEIGHTINGS
 from .data import DATASETS
 
 __all__ = ["FAMILIES", "MODELS", "ImageConfig", "PRESETS", "image_config"]
@@ -30,6 +31,9 @@ class ImageConfig:
     Backbone: ``width`` = U-Net base channels or transformer width; ``depth`` = U-Net residual
     blocks per level or transformer depth; ``patch`` = transformer patch size, or for the U-Net
     a pixel-unshuffle factor (the U-Net runs on (C * patch^2, H / patch, W / patch)).
+    Consistency distillation (``cd_*``): N discretisation times, the target's EMA decay, the
+    distance and the per-interval weighting (see :class:`core.objectives.ConsistencyDistillation`;
+    pseudo-Huber with iCT weighting made 2 steps better than 1, where L2 with uniform weights did not).
     """
 
     dataset: str = "fashion_mnist"
@@ -49,7 +53,7 @@ class ImageConfig:
     warmup_steps: int = 100
     ema_decay: float = 0.995
     ckpt_every: int = 500
-    eval_samples: int = 500
+    eval_samples: int = 1000
     eval_batch: int = 250
     grid_samples: int = 100
     teacher: str | None = None
@@ -57,6 +61,8 @@ class ImageConfig:
     reflow_solver_steps: int = 20
     cd_num_steps: int = 18
     cd_ema: float = 0.95
+    cd_distance: str = "pseudo_huber"
+    cd_weighting: str = "ict"
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(self.channel_mults)
@@ -72,6 +78,9 @@ class ImageConfig:
                 raise ValueError(f"ImageConfig.{name} must be a positive int, got {value!r}")
         if self.image_size % self.patch:
             raise ValueError(f"image_size {self.image_size} is not divisible by patch {self.patch}")
+        for name, allowed in (("cd_distance", DISTANCES), ("cd_weighting", WEIGHTINGS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {allowed}")
         if not 0.0 <= self.class_dropout < 1.0:
             raise ValueError(f"class_dropout must be in [0, 1), got {self.class_dropout}")
 

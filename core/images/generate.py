@@ -105,7 +105,7 @@ def generate(
         if method == CONSISTENCY:
             if guide is not None:
                 raise ValueError("classifier-free guidance is not supported by consistency sampling")
-            model = ConsistencyModel(den, sigma_data=0.5)
+            model = ConsistencyModel(den)
             x = consistency_sample(model, z, _consistency_times(den, steps or 1), generator=sampler_gen, y=y)
         else:
             x = sample(

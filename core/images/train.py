@@ -6,7 +6,7 @@ Run folder (``out``)::
     train/             the Trainer's checkpoints (exact resume), metrics.csv
     train_info.json    training seconds (summed over resumed runs), steps, final loss
     reflow_pairs.pt    reflow only: the teacher's (noise, sample, label) couplings
-    model/             the final weights (EMA, or the consistency target network) + config
+    model/             the final weights (the EMA; for consistency, the EMA of the student) + config
     metrics.json       "train": the train info; `evaluate` adds one entry per sampler
 """
 
@@ -130,8 +130,8 @@ def train(
             if isinstance(m, ClassEmbedding):
                 m.dropout = 0.0  # the teacher is queried per class; no label dropout
         model = ConsistencyDistillation(
-            ConsistencyModel(student, sigma_data=0.5), teacher, num_steps=config.cd_num_steps,
-            solver="heun", ema_decay=config.cd_ema,
+            ConsistencyModel(student), teacher, num_steps=config.cd_num_steps, solver="heun",
+            ema_decay=config.cd_ema, distance=config.cd_distance, weighting=config.cd_weighting,
         )  # fmt: skip
 
         def loss_fn(cd: ConsistencyDistillation, batch) -> torch.Tensor:
@@ -158,7 +158,7 @@ def train(
 
     tcfg = TrainerConfig(
         steps=config.steps, lr=config.lr, warmup_steps=min(config.warmup_steps, config.steps - 1),
-        schedule="cosine", ema_decay=None if fam == "consistency" else config.ema_decay, ema_warmup=True,
+        schedule="cosine", ema_decay=config.ema_decay, ema_warmup=True,
         ckpt_every=config.ckpt_every, out_dir=str(out / "train"), seed=seed, device=dev.type,
         progress=progress, log_every=min(50, config.steps), tensorboard=False,
     )  # fmt: skip
@@ -169,11 +169,8 @@ def train(
     last = trainer.fit(resume=True)
     info["train_seconds"] += time.perf_counter() - start
     info.update(steps=config.steps, final_loss=last.get("loss", info.get("final_loss")))
-    if fam == "consistency":
-        net = model.target.denoiser.net
-    else:
-        trainer.ema.copy_to(model)
-        net = model.net
+    trainer.ema.copy_to(model)  # consistency: the slow EMA of the student, as in CM's sampling
+    net = model.student.denoiser.net if fam == "consistency" else model.net
     save_model(net, config, out / "model")
     with atomic_write(info_path) as tmp:
         tmp.write_text(json.dumps(info, indent=2))

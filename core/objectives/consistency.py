@@ -1,16 +1,17 @@
 """Consistency distillation (Song et al. 2023): a one-step generator f(x_t, t) ~ x_0 learned from a
 teacher diffusion model through one ODE solver step per training pair, against an EMA target.
 
-The consistency function wraps any student :class:`Denoiser` with the EDM-style boundary
-scalings, written in the EDM noise level sigma~ = sigma / alpha (exactly EDM's sigma for a VE
-schedule) and for an F in data units (the student's x0 prediction, so the student can start
-from the teacher's weights):
+The consistency function wraps any student :class:`Denoiser` as the student's own DDIM step
+from x_t to the boundary time eps = t_min (any schedule, in the model's units):
 
     f(x, t) = c_skip(t) x + c_out(t) x0_student(x, t),
-    c_skip = s_d^2 / (d^2 + s_d^2),  c_out = d / sqrt(d^2 + s_d^2),  d = sigma~(t) - sigma~(t_min),
+    c_skip = sigma(eps) / sigma(t),  c_out = alpha(eps) - c_skip alpha(t),
 
-so f(x, t_min) = x exactly (the boundary condition) and f -> x0_student at high noise. Use a
-student whose prediction is well conditioned at high noise (``x0``, ``v`` or ``velocity``).
+so f(x, eps) = x exactly (the boundary condition), f is the teacher's DDIM jump to eps when the
+student starts from the teacher's weights (the distillation starts from a good one-step
+denoiser rather than from scalings the network has to unlearn), and f -> alpha(eps) x0_student
+at high noise. Use a student whose prediction is well conditioned at high noise (``x0``, ``v``
+or ``velocity``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = ["ConsistencyDistillation", "ConsistencyModel", "consistency_sample", 
 
 SOLVERS = ("ddim", "heun")
 DISTANCES = ("l2", "pseudo_huber")
+WEIGHTINGS = ("uniform", "ict")
 
 
 def _sigma_tilde(schedule: NoiseSchedule, t: Tensor) -> Tensor:
@@ -44,20 +46,16 @@ class ConsistencyModel(nn.Module):
 
     Args:
         denoiser: the student (any backbone, schedule and prediction).
-        sigma_data: data standard deviation s_d of the scalings (0.5 for images in [-1, 1]).
-        t_min: the boundary time (defaults to the schedule's ``t_min``).
+        t_min: the boundary time eps (defaults to the schedule's ``t_min``).
     """
 
-    def __init__(self, denoiser: Denoiser, sigma_data: float = 0.5, t_min: float | None = None) -> None:
+    def __init__(self, denoiser: Denoiser, t_min: float | None = None) -> None:
         super().__init__()
-        if sigma_data <= 0:
-            raise ValueError(f"sigma_data must be positive, got {sigma_data}")
         self.denoiser = denoiser
-        self.sigma_data = float(sigma_data)
         self.t_min = float(denoiser.schedule.t_min if t_min is None else t_min)
-        self._sigma_min = float(
-            _sigma_tilde(denoiser.schedule, torch.tensor(self.t_min, dtype=torch.float64))
-        )
+        eps = torch.tensor(self.t_min, dtype=torch.float64)
+        self._alpha_min = float(denoiser.schedule.alpha(eps))
+        self._sigma_min = float(denoiser.schedule.sigma(eps))
 
     @property
     def schedule(self) -> NoiseSchedule:
@@ -65,9 +63,9 @@ class ConsistencyModel(nn.Module):
 
     def scalings(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(c_skip, c_out) at times t, float64, same shape as t."""
-        d = _sigma_tilde(self.schedule, t) - self._sigma_min
-        sd2 = self.sigma_data**2
-        return sd2 / (d * d + sd2), d / torch.sqrt(d * d + sd2)
+        t = t.to(torch.float64)
+        c_skip = self._sigma_min / self.schedule.sigma(t)
+        return c_skip, self._alpha_min - c_skip * self.schedule.alpha(t)
 
     def forward(self, x: Tensor, t: float | Tensor, **cond) -> Tensor:
         tt = torch.as_tensor(t, dtype=torch.float64, device=x.device)
@@ -110,6 +108,9 @@ class ConsistencyDistillation(nn.Module):
         ema_decay: mu of the target network theta- <- mu theta- + (1 - mu) theta.
         distance: ``"l2"`` (mean squared error) or ``"pseudo_huber"`` (sqrt(|a-b|^2 + c^2) - c,
             c = 0.00054 sqrt(dim), as in improved consistency training).
+        weighting: ``"uniform"`` (lambda = 1, as in consistency distillation) or ``"ict"``
+            (lambda_n = 1 / (sigma~_{n+1} - sigma~_n) of improved consistency training, normalised
+            to mean 1 over the N - 1 intervals: the fine low-noise intervals weigh most).
         guide: optional guide applied to the teacher (e.g. classifier-free guidance).
     """
 
@@ -123,6 +124,7 @@ class ConsistencyDistillation(nn.Module):
         solver: str = "heun",
         ema_decay: float = 0.95,
         distance: str = "l2",
+        weighting: str = "uniform",
         guide: Guide | None = None,
     ) -> None:
         super().__init__()
@@ -130,6 +132,8 @@ class ConsistencyDistillation(nn.Module):
             raise ValueError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
         if distance not in DISTANCES:
             raise ValueError(f"unknown distance {distance!r}; expected one of {DISTANCES}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}; expected one of {WEIGHTINGS}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         if type(teacher.schedule) is not type(student.schedule):
@@ -141,6 +145,10 @@ class ConsistencyDistillation(nn.Module):
         self.teacher = teacher.requires_grad_(False)
         self.solver, self.distance, self.ema_decay, self.guide = solver, distance, float(ema_decay), guide
         self.register_buffer("times", karras_times(student.schedule, num_steps, rho, student.t_min))
+        weights = torch.ones(num_steps - 1, dtype=torch.float64)
+        if weighting == "ict":
+            weights = 1.0 / _sigma_tilde(student.schedule, self.times).diff()
+        self.register_buffer("weights", (weights / weights.mean()).float())
         self.train()
 
     def train(self, mode: bool = True) -> ConsistencyDistillation:
@@ -179,9 +187,11 @@ class ConsistencyDistillation(nn.Module):
             target = self.target(x_lo, t_lo, **cond)
         diff2 = (pred - target).reshape(b, -1).pow(2)
         if self.distance == "l2":
-            return diff2.mean()
-        c = 0.00054 * math.sqrt(diff2.shape[1])
-        return (torch.sqrt(diff2.sum(1) + c * c) - c).mean()
+            per_sample = diff2.mean(1)
+        else:
+            c = 0.00054 * math.sqrt(diff2.shape[1])
+            per_sample = torch.sqrt(diff2.sum(1) + c * c) - c
+        return (self.weights[n].to(per_sample.dtype) * per_sample).mean()
 
     @torch.no_grad()
     def update_target(self) -> None:

@@ -107,6 +107,8 @@ def test_bad_input_errors(tmp_path, ddpm_run, capsys):
         generate(den, config, 2, labels=torch.tensor([0, 10]))
     with pytest.raises(ValueError, match="unknown method"):
         generate(den, config, 2, method="rk45")
+    with pytest.raises(ValueError, match="unknown cd_distance 'lpips'"):
+        image_config("smoke", cd_distance="lpips")
     with pytest.raises(ValueError, match="unknown model"):
         image_config("smoke", model="resnet")
     with pytest.raises(ValueError, match="needs --teacher"):
