@@ -48,7 +48,7 @@ TEACHER = {"smoke": {}, "quick": dict(steps=6000, ema_decay=0.999), "paper": {}}
 #: teacher evaluations, the target and the student with its backward pass).
 STUDENT = {
     "smoke": dict(steps=10),
-    "quick": dict(steps=4500, lr=2e-4, ema_decay=0.999),
+    "quick": dict(steps=4500, lr=4e-4, ema_decay=0.999),
     "paper": dict(steps=50_000),
 }
 
