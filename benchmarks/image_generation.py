@@ -12,8 +12,8 @@ Stages (each cached in its run folder; a rerun skips finished work and resumes t
 - ``cfg``        (2) classifier-free guidance scales vs the held-out classifier's accuracy;
 - ``uvit``, ``dit`` (6) the same DDPM recipe with U-ViT and DiT backbones (same Trainer and sampler);
 - ``flow``, ``reflow`` (3) rectified flow, 1-step FID and straightness before and after one reflow;
-- ``consistency`` (4) consistency distillation of that DDPM (``STUDENT``): 1- and 2-step FID vs the
-                 teacher's 20 NFE.
+- ``consistency`` (4) consistency distillation of that DDPM (the preset's consistency fields):
+                 1- and 2-step FID vs the teacher's 20 NFE.
 
 FIDs are ``fid_fmnist``: Frechet distances in the features of a classifier trained here on
 Fashion-MNIST (cached under $ANNEAL_DATA), **not** Inception FIDs. All evaluations of a model
@@ -44,13 +44,6 @@ TU = "time_uniform"
 #: The class-conditional U-Net DDPM of claims 1, 2 and 4 (the consistency teacher) trains longer
 #: than the preset's other models: its probability-flow ODE is what claims 1 and 4 measure.
 TEACHER = {"smoke": {}, "quick": dict(steps=6000, ema_decay=0.999), "paper": {}}
-#: Consistency distillation of that teacher: each step costs about four U-Net passes (two Heun
-#: teacher evaluations, the target and the student with its backward pass).
-STUDENT = {
-    "smoke": dict(steps=10),
-    "quick": dict(steps=4500, lr=4e-4, ema_decay=0.999),
-    "paper": dict(steps=50_000),
-}
 
 
 def _cached(path: Path, fn) -> dict:
@@ -145,8 +138,7 @@ def run_stage(stage: str, root: Path, preset: str, seed: int) -> dict:
         return {"train": info, "rows": rows, "straightness": _straightness(run, seed)}
     if stage == "consistency":
         run = root / "consistency_unet"
-        fields = dict(family="consistency", model="unet", teacher=str(ddpm), **STUDENT[preset])
-        info = _trained(run, preset, seed, **fields)
+        info = _trained(run, preset, seed, family="consistency", model="unet", teacher=str(ddpm))
         rows = {f"consistency {k}-step": _eval(run, seed, "consistency", k) for k in (1, 2)}
         return {"train": info, "rows": rows}
     raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")

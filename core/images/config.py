@@ -118,13 +118,25 @@ MODEL_SIZES = {
 }
 
 
+#: Per-family fields of each preset. Consistency distillation: each step costs about four U-Net
+#: passes (two Heun teacher evaluations, the target, the student with its backward pass); at
+#: ``quick``, lr 4e-4 beat 2e-4 (1-step fid_fmnist 1.53 vs 1.67 on Fashion-MNIST).
+FAMILY_FIELDS = {
+    "smoke": {"consistency": dict(steps=10)},
+    "quick": {"consistency": dict(steps=4500, lr=4e-4, ema_decay=0.999)},
+    "paper": {"consistency": dict(steps=50_000)},
+}
+
+
 def image_config(name: str = "quick", **overrides: Any) -> ImageConfig:
-    """The preset ``name`` resolved for ``overrides["model"]`` and ``["dataset"]``; further
-    non-None overrides replace fields (unknown fields are an error). ``digits`` runs at 20x20."""
+    """The preset ``name`` resolved for ``overrides["model"]``, ``["family"]`` and ``["dataset"]``;
+    further non-None overrides replace fields (unknown fields are an error). ``digits`` runs at 20x20."""
     base = preset(PRESETS, name)
     model = overrides.get("model") or base.model
+    family = overrides.get("family") or base.family
     dataset = overrides.get("dataset") or base.dataset
     fields: dict[str, Any] = dict(MODEL_SIZES[name].get(model, {}))
+    fields.update(FAMILY_FIELDS[name].get(family, {}))
     if dataset == "digits":
         fields["image_size"] = 20
     return apply_overrides(dataclasses.replace(base, **fields), overrides)

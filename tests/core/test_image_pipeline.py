@@ -149,3 +149,10 @@ def test_demo_smoke(tmp_path):
     assert "six samplers" in report and "image stage" in report and "fid_digits" in report
     assert (out / "image_samples.png").is_file() and (out / "samplers.png").is_file()
     assert "image_stage" in json.loads((out / "metrics.json").read_text())
+
+
+def test_presets_resolve_per_family_fields():
+    quick, cd = image_config("quick"), image_config("quick", family="consistency")
+    assert cd.steps != quick.steps and cd.lr != quick.lr  # the consistency fields of the preset
+    assert image_config("quick", family="consistency", steps=3).steps == 3  # overrides win
+    assert image_config("quick", family="flow").steps == quick.steps
