@@ -28,7 +28,7 @@ from .denoiser import Denoiser  # noqa: E402
 from .nets.mlp import MLPConfig, MLPNet  # noqa: E402
 from .objectives import denoising_loss  # noqa: E402
 from .plotting import save_figure  # noqa: E402
-from .sampling import sample  # noqa: E402
+from .sampling import CountingNet, sample  # noqa: E402
 from .schedules import VPSchedule  # noqa: E402
 from .testing import sliced_wasserstein  # noqa: E402
 from .training import Trainer, TrainerConfig, resolve_device  # noqa: E402
@@ -78,18 +78,6 @@ def two_moons(n: int, generator: torch.Generator, noise: float = 0.06) -> torch.
     return (pts - torch.tensor([0.5, 0.25])) / torch.tensor([0.87, 0.5])
 
 
-class _Counting(torch.nn.Module):
-    """Counts network evaluations (NFE)."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net, self.calls = net, 0
-
-    def forward(self, x, t, **cond):
-        self.calls += 1
-        return self.net(x, t, **cond)
-
-
 def run_toy_demo(
     config: ToyDemoConfig, out: Path, device: str = "cpu", seed: int = 0, progress: bool = True
 ) -> dict:
@@ -131,7 +119,7 @@ def run_toy_demo(
     trainer.ema.copy_to(denoiser)
     net.eval().to(dev)
 
-    counting = _Counting(net)
+    counting = CountingNet(net)
     model = Denoiser(counting, schedule, prediction="eps")
     x_T = schedule.prior_std() * torch.randn(config.samples, 2, generator=g)
     rows, samples = [], {}

@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..denoiser import Denoiser
 from ..guidance import ClassifierFree
 from ..objectives import ConsistencyModel, consistency_sample
-from ..sampling import grid_names, method_names, sample
+from ..sampling import CountingNet, grid_names, method_names, sample
 from .config import ImageConfig
 from .data import balanced_labels, check_labels
 
@@ -20,18 +20,6 @@ __all__ = ["CONSISTENCY", "generate"]
 
 #: The method name of (one- or multi-step) consistency sampling.
 CONSISTENCY = "consistency"
-
-
-class _Counting(nn.Module):
-    """Counts network evaluations (a classifier-free-guided batch counts once)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net, self.calls = net, 0
-
-    def forward(self, x: Tensor, t: Tensor, **cond) -> Tensor:
-        self.calls += 1
-        return self.net(x, t, **cond)
 
 
 def _consistency_times(den: Denoiser, steps: int) -> list[float]:
@@ -85,7 +73,7 @@ def generate(
         noise = torch.randn(shape, generator=g)
     elif tuple(noise.shape) != shape:
         raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
-    counting = _Counting(denoiser.net)
+    counting = CountingNet(denoiser.net)
     den = Denoiser(counting, denoiser.schedule, prediction=denoiser.prediction)
     guide = None
     if cfg_scale != 1.0:
