@@ -44,6 +44,7 @@ TU = "time_uniform"
 #: The class-conditional U-Net DDPM of claims 1, 2 and 4 (the consistency teacher) trains longer
 #: than the preset's other models: its probability-flow ODE is what claims 1 and 4 measure.
 TEACHER = {"smoke": {}, "quick": dict(steps=6000, ema_decay=0.999), "paper": {}}
+TEACHER_RUN = "ddpm_unet"
 
 
 def _cached(path: Path, fn) -> dict:
@@ -58,6 +59,12 @@ def _cached(path: Path, fn) -> dict:
 def _trained(out: Path, preset: str, seed: int, **fields) -> dict:
     """Train a run (resuming; a finished one returns at once); returns its train info."""
     return train(image_config(preset, **fields), out, seed=seed, progress=True)
+
+
+def _teacher(root: Path, preset: str, seed: int) -> tuple[Path, dict]:
+    """The class-conditional U-Net DDPM of claims 1, 2 and 4 (trained or resumed): run folder, info."""
+    run = root / TEACHER_RUN
+    return run, _trained(run, preset, seed, family="ddpm", model="unet", **TEACHER[preset])
 
 
 def _eval(
@@ -91,14 +98,13 @@ def _real_reference(root: Path, preset: str, seed: int) -> dict:
 
 def run_stage(stage: str, root: Path, preset: str, seed: int) -> dict:
     """Run one stage (cached); returns its result dict."""
-    ddpm = root / "ddpm_unet"
     if stage == "distill2d":
         return _cached(
             root / "distill2d" / "result.json",
             lambda: run_distill2d(DISTILL2D_PRESETS[preset], root / "distill2d", seed=seed),
         )
     if stage == "ddpm":
-        info = _trained(ddpm, preset, seed, family="ddpm", model="unet", **TEACHER[preset])
+        ddpm, info = _teacher(root, preset, seed)
         rows = {
             "real training images (floor)": _real_reference(root, preset, seed),
             "dpm_solver++(2M) 10": _eval(ddpm, seed, "dpm_solver++", 10),
@@ -113,10 +119,10 @@ def run_stage(stage: str, root: Path, preset: str, seed: int) -> dict:
         rows["heun 10 (flow ODE)"] = _eval(ddpm, seed, "heun", 10)
         return {"train": info, "rows": rows}
     if stage == "ancestral":
-        _trained(ddpm, preset, seed, family="ddpm", model="unet", **TEACHER[preset])
+        ddpm, _ = _teacher(root, preset, seed)
         return {"rows": {"ddpm ancestral (full chain)": _eval(ddpm, seed, "ddpm", None)}}
     if stage == "cfg":
-        _trained(ddpm, preset, seed, family="ddpm", model="unet", **TEACHER[preset])
+        ddpm, _ = _teacher(root, preset, seed)
         return {
             "rows": {
                 f"cfg {s:g}, dpm_solver++(2M) 20": _eval(ddpm, seed, "dpm_solver++", 20, s)
@@ -138,7 +144,8 @@ def run_stage(stage: str, root: Path, preset: str, seed: int) -> dict:
         return {"train": info, "rows": rows, "straightness": _straightness(run, seed)}
     if stage == "consistency":
         run = root / "consistency_unet"
-        info = _trained(run, preset, seed, family="consistency", model="unet", teacher=str(ddpm))
+        teacher = str(root / TEACHER_RUN)
+        info = _trained(run, preset, seed, family="consistency", model="unet", teacher=teacher)
         rows = {f"consistency {k}-step": _eval(run, seed, "consistency", k) for k in (1, 2)}
         return {"train": info, "rows": rows}
     raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
