@@ -6,7 +6,7 @@ returns a tensor shaped like ``x``.
 
 from .conditioning import ClassEmbedding, TimeEmbedding
 from .dit import DiT, DiTConfig
-from .embeddings import SinusoidalEmbedding, TimeMLP
+from .embeddings import SinusoidalEmbedding
 from .mlp import MLPConfig, MLPNet
 from .temporal_unet import TemporalUnet
 from .unet import UNet, UNetConfig
@@ -21,7 +21,6 @@ __all__ = [
     "SinusoidalEmbedding",
     "TemporalUnet",
     "TimeEmbedding",
-    "TimeMLP",
     "UNet",
     "UNetConfig",
     "UViT",
