@@ -98,7 +98,8 @@ class ConsistencyDistillation(nn.Module):
     to t_n (``solver``: ``"ddim"`` = first-order exponential integrator, 1 evaluation;
     ``"heun"`` = EDM's second-order step, 2 evaluations) and returns
     d(f_student(x_{t_{n+1}}), f_target(x_{t_n})). After each optimiser step on
-    ``student.parameters()`` call :meth:`update_target`.
+    ``student.parameters()`` call :meth:`update_target` — once per step, not per (micro-)batch: with
+    :class:`core.Trainer` pass ``after_step=ConsistencyDistillation.update_target``.
 
     Args:
         student: the :class:`ConsistencyModel` being trained (e.g. initialised from the teacher's

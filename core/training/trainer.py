@@ -1,20 +1,25 @@
-"""A small, exact-resume training loop on Hugging Face Accelerate.
+"""A small, exact-resume training loop on Hugging Face Accelerate, for one model or a game.
 
 The same script runs on CPU, one GPU, or several GPUs/nodes (``accelerate launch script.py``).
+``Trainer(model, loss_fn, loader)`` minimises one loss with AdamW; ``Trainer(model, game, loader)``
+trains the named players of a :class:`~core.training.Game` (a GAN's critic and generator, the three
+players of Triple-GAN), each with its own optimizer and LR scheduler, in the game's cycle.
 
 Checkpoint layout (``<out_dir>/checkpoints/step_00001000/``)::
 
-    model.safetensors     model state dict
+    model.safetensors     model state dict (every player)
     ema.safetensors       EMA averages (when ``ema_decay`` is set), keyed by parameter name
-    optimizer.pt          optimizer, LR scheduler and grad-scaler state
+    optimizer.pt          every player's optimizer and LR scheduler, and the grad-scaler state
     rng_state_<rank>.pt   python / numpy / torch (/ cuda) RNG states of each process
-    trainer_state.json    step, data position (epoch, batch in epoch), EMA update count, config
+    trainer_state.json    step, position in the cycle, data position (epoch, batch in epoch),
+                          EMA update count, config
 
 Exact resume: each epoch's shuffle order is a function of ``(seed, epoch)`` only (the Trainer owns
 the loader's and sampler's ``torch.Generator`` and reseeds it at every epoch start), and resuming
 skips the batches already consumed in the current epoch without loading them. Randomness drawn
 inside ``loss_fn`` or the model (noise, timesteps, dropout) comes from the restored global RNGs.
-Random augmentation inside a ``Dataset`` is not replayed exactly.
+Random augmentation inside a ``Dataset`` is not replayed exactly. A checkpoint that cannot be read
+is skipped with a warning naming it, and the newest intact older one is resumed instead.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import re
 import shutil
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -40,13 +46,16 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.data_loader import skip_first_batches
 from accelerate.utils import set_seed
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_weights, save_weights
+from ..data.paths import atomic_write
 from .ema import EMA
+from .game import Game, Player, SingleModel
 
 __all__ = ["LossFn", "Trainer", "TrainerConfig", "latest_checkpoint", "resolve_device"]
 
@@ -190,8 +199,8 @@ def _checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _lr_lambda(config: TrainerConfig) -> Callable[[int], float]:
-    warmup, total, kind = config.warmup_steps, config.steps, config.schedule
+def _lr_lambda(warmup: int, total: int, kind: str) -> Callable[[int], float]:
+    """LR factor after ``step`` steps of one optimizer that takes ``total`` steps in the run."""
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -204,16 +213,16 @@ def _lr_lambda(config: TrainerConfig) -> Callable[[int], float]:
     return factor
 
 
-class _LossModule(nn.Module):
-    """Runs ``loss_fn(model, batch)`` as one forward, so DDP syncs gradients whatever the loss calls."""
+class _GameModule(nn.Module):
+    """Runs ``game.loss(player, model, batch)`` as one forward, so DDP syncs gradients whatever it calls."""
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+    def __init__(self, model: nn.Module, game: Game) -> None:
         super().__init__()
         self.model = model
-        object.__setattr__(self, "loss_fn", loss_fn)  # not a submodule even if it is an nn.Module
+        object.__setattr__(self, "game", game)  # not a submodule even if it is an nn.Module
 
-    def forward(self, batch: Any) -> Any:
-        return self.loss_fn(self.model, batch)
+    def forward(self, player: str, batch: Any) -> Any:
+        return self.game.loss(player, self.model, batch)
 
 
 def _unpack_loss(out: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -291,17 +300,23 @@ class _CSVLog:
                 path.unlink()
                 self.fields = None
             else:
-                tmp = path.with_suffix(".csv.tmp")
-                with open(tmp, "w", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=self.fields)
-                    writer.writeheader()
-                    writer.writerows(rows)
-                os.replace(tmp, path)
+                self._rewrite(rows)
+
+    def _rewrite(self, rows: list[Mapping[str, Any]]) -> None:
+        with atomic_write(self.path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
 
     def write(self, row: Mapping[str, float]) -> None:
         new = self.fields is None
         if new:
             self.fields = list(row)
+        elif not set(row) <= set(self.fields):  # a player logged for the first time: widen the header
+            with open(self.path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            self.fields += [k for k in row if k not in self.fields]
+            self._rewrite(rows)
         with open(self.path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore", restval="")
             if new:
@@ -309,31 +324,92 @@ class _CSVLog:
             writer.writerow(row)
 
 
+class _CorruptCheckpoint(ValueError):
+    """A checkpoint file exists but cannot be read; the message names the file."""
+
+
+def _read_torch(path: Path) -> Any:
+    if not path.is_file():
+        raise _CorruptCheckpoint(f"checkpoint file missing: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, pickle/zip errors, EOFError... on corrupt files
+        raise _CorruptCheckpoint(f"could not read checkpoint file {path}: {e}") from e
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise _CorruptCheckpoint(f"checkpoint file missing: {path}")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise _CorruptCheckpoint(f"could not read checkpoint file {path}: {e}") from e
+
+
+def _cycle_counts(cycle: tuple[str, ...], steps: int) -> Counter:
+    """How many optimizer steps each player takes in the first ``steps`` steps of the cycle."""
+    full, rest = divmod(steps, len(cycle))
+    counts = Counter({name: 0 for name in cycle})
+    for name in cycle:
+        counts[name] += full
+    for name in cycle[:rest]:
+        counts[name] += 1
+    return counts
+
+
 class Trainer:
-    """Train ``model`` by minimising ``loss_fn(model, batch)`` over ``dataloader`` with AdamW.
+    """Train ``model`` by minimising ``loss_fn(model, batch)`` with AdamW, or by playing a :class:`Game`.
 
     Args:
-        model: the module to train (its parameters with ``requires_grad`` are optimised). After
-            construction it lives on ``trainer.device``; ``trainer.model`` is this same object.
+        model: the module to train. With a game, every player's module must be a submodule of it (so
+            checkpoints and data parallelism see all players). After construction it lives on
+            ``trainer.device``; ``trainer.model`` is this same object.
         loss_fn: ``loss_fn(model, batch) -> loss`` where ``loss`` is a scalar tensor, or a dict with
-            key ``"loss"`` and further scalar tensors to log. It receives the unwrapped ``model`` (any
-            method may be called) and batches already on the device; it runs as one DDP forward
-            under the mixed-precision autocast.
+            key ``"loss"`` and further scalar tensors to log; or a :class:`Game`. It receives the
+            unwrapped ``model`` (any method may be called) and batches already on the device; it runs
+            as one DDP forward under the mixed-precision autocast.
         dataloader: a ``torch.utils.data.DataLoader``; its ``batch_size`` is per process. With
             ``shuffle=True`` the Trainer takes over its generator (see the module docstring).
-        config: :class:`TrainerConfig`.
+        config: :class:`TrainerConfig`. ``steps`` counts optimizer steps of all players together.
+        after_step: single-model path only: ``after_step(model)`` runs after every optimizer step
+            (after the EMA update), e.g. a target-network update. A game has :meth:`Game.after_step`.
 
-    ``fit()`` resumes from the latest checkpoint in ``config.out_dir`` by default.
+    Attributes:
+        optimizers, schedulers: by player name (``"model"`` on the single-model path, where
+            ``optimizer`` and ``scheduler`` name the one of each).
+        ema: the EMA of the model (single path) or of the game's ``ema_player`` module.
+
+    ``fit()`` resumes from the latest readable checkpoint in ``config.out_dir`` by default.
     """
 
     def __init__(
-        self, model: nn.Module, loss_fn: LossFn, dataloader: DataLoader, config: TrainerConfig | None = None
+        self,
+        model: nn.Module,
+        loss_fn: LossFn | Game,
+        dataloader: DataLoader,
+        config: TrainerConfig | None = None,
+        *,
+        after_step: Callable[[nn.Module], None] | None = None,
     ) -> None:
         self.config = config = config if config is not None else TrainerConfig()
         if not isinstance(dataloader, DataLoader):
             raise TypeError(
                 f"dataloader must be a torch.utils.data.DataLoader, got {type(dataloader).__name__}"
             )
+        if isinstance(loss_fn, Game):
+            if after_step is not None:
+                raise ValueError("after_step is for a single loss_fn; a Game has its own after_step method")
+            game = loss_fn
+        elif callable(loss_fn):
+            game = SingleModel(loss_fn, after_step)
+        else:
+            raise TypeError(f"loss_fn must be callable or a Game, got {type(loss_fn).__name__}")
+        self.game = game
+        self.model = model
+        self.loss_fn = loss_fn
+        players = self._check_game(game, model)
+        self.cycle: tuple[str, ...] = tuple(game.cycle)
+
         # Without CUDA, "auto" must still say cpu=True: only then does Accelerate set up multi-CPU (gloo)
         # data parallelism under torchrun / accelerate launch instead of independent processes.
         use_cpu = (
@@ -347,37 +423,99 @@ class Trainer:
         if precision == "auto":
             bf16_ok = not use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
             precision = "bf16" if bf16_ok else "no"
+        # A player's step leaves the other players' parameters without gradients: DDP must allow it.
+        find_unused = config.ddp_find_unused_parameters or len(players) > 1
         self.accelerator = Accelerator(
             cpu=use_cpu,
             mixed_precision=precision,
-            kwargs_handlers=[
-                DistributedDataParallelKwargs(find_unused_parameters=config.ddp_find_unused_parameters)
-            ],
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)],
         )
         self.out_dir = Path(config.out_dir)
-        self.model = model
-        self.loss_fn = loss_fn
         self._generator = self._own_generator(dataloader)
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("model has no parameters with requires_grad=True")
-        optimizer = torch.optim.AdamW(
-            params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-        )
-        self._module, self.optimizer, self._loader = self.accelerator.prepare(
-            _LossModule(model, loss_fn), optimizer, dataloader
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
-        self.ema = EMA(model, config.ema_decay, config.ema_warmup) if config.ema_decay is not None else None
+        names = list(players)
+        raw = [players[n].build_optimizer(config.lr, config.betas, config.weight_decay) for n in names]
+        prepared = self.accelerator.prepare(_GameModule(model, game), *raw, dataloader)
+        self._module, self._loader = prepared[0], prepared[-1]
+        self.optimizers: dict[str, torch.optim.Optimizer] = dict(zip(names, prepared[1:-1], strict=True))
+        self._params = {n: [p for g in raw[i].param_groups for p in g["params"]] for i, n in enumerate(names)}
+        counts = _cycle_counts(self.cycle, config.steps)
+        self.schedulers = {
+            n: torch.optim.lr_scheduler.LambdaLR(
+                raw[i], _lr_lambda(config.warmup_steps, counts[n], config.schedule)
+            )
+            for i, n in enumerate(names)
+        }
+        self._ema_module = players[game.ema_player].module if game.ema_player is not None else None
+        self.ema = self._new_ema()
         self.step = 0
+        self._cycle_pos = 0
         self._epoch = 0
         self._batch_in_epoch = 0
         self._iterator = None
+
+    def _new_ema(self) -> EMA | None:
+        if self.config.ema_decay is None:
+            return None
+        return EMA(self._ema_module, self.config.ema_decay, self.config.ema_warmup)
+
+    @staticmethod
+    def _check_game(game: Game, model: nn.Module) -> dict[str, Player]:
+        players = dict(game.players(model))
+        if not players:
+            raise ValueError(f"{type(game).__name__}.players() returned no players")
+        for name, player in players.items():
+            if not isinstance(player, Player):
+                raise TypeError(f"player {name!r} must be a Player, got {type(player).__name__}")
+        cycle = tuple(game.cycle)
+        if not cycle:
+            raise ValueError(f"{type(game).__name__}.cycle is empty; expected player names")
+        unknown = sorted({c for c in cycle if c not in players})
+        if unknown:
+            raise ValueError(
+                f"{type(game).__name__}.cycle names unknown player(s) {unknown}; "
+                f"the players are {sorted(players)}"
+            )
+        idle = sorted(set(players) - set(cycle))
+        if idle:
+            raise ValueError(f"player(s) {idle} never appear in {type(game).__name__}.cycle {list(cycle)}")
+        if game.ema_player is not None and game.ema_player not in players:
+            raise ValueError(
+                f"{type(game).__name__}.ema_player {game.ema_player!r} is not a player; the players are "
+                f"{sorted(players)}"
+            )
+        in_model = {id(p) for p in model.parameters()}
+        owner: dict[int, str] = {}
+        for name, player in players.items():
+            for p in player.module.parameters():
+                if not p.requires_grad:
+                    continue
+                if id(p) not in in_model:
+                    raise ValueError(f"player {name!r}'s module is not part of the model")
+                if id(p) in owner and owner[id(p)] != name:
+                    raise ValueError(f"players {owner[id(p)]!r} and {name!r} share parameters")
+                owner[id(p)] = name
+        return players
 
     @property
     def device(self) -> torch.device:
         """The device this process trains on."""
         return self.accelerator.device
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer of a one-player run (``optimizers[name]`` for a game)."""
+        return self._only(self.optimizers, "optimizers")
+
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        """The LR scheduler of a one-player run (``schedulers[name]`` for a game)."""
+        return self._only(self.schedulers, "schedulers")
+
+    @staticmethod
+    def _only(d: Mapping[str, Any], what: str) -> Any:
+        if len(d) != 1:
+            raise AttributeError(f"this run has several players; use trainer.{what}[name] with {sorted(d)}")
+        return next(iter(d.values()))
 
     @staticmethod
     def _own_generator(dataloader: DataLoader) -> torch.Generator:
@@ -444,14 +582,16 @@ class Trainer:
             scaler = acc.scaler.state_dict() if acc.scaler is not None else None
             torch.save(
                 {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
+                    "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+                    "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
                     "scaler": scaler,
                 },
                 tmp / "optimizer.pt",
             )
             state = {
                 "step": self.step,
+                "cycle": list(self.cycle),
+                "cycle_position": self._cycle_pos,
                 "epoch": self._epoch,
                 "batch_in_epoch": self._batch_in_epoch,
                 "ema_num_updates": self.ema.num_updates if self.ema is not None else None,
@@ -467,58 +607,122 @@ class Trainer:
         acc.wait_for_everyone()
         return final
 
+    def _read_checkpoint(self, path: Path) -> dict[str, Any]:
+        """Read every file of checkpoint ``path`` into memory (CPU), changing nothing.
+
+        Raises ``ValueError`` naming the unreadable file, or one that does not fit this run.
+        """
+        state_file = path / "trainer_state.json"
+        try:
+            state = json.loads(state_file.read_text())
+            int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise _CorruptCheckpoint(f"could not read checkpoint file {state_file}: {e!r}") from e
+        saved_cycle = state.get("cycle", ["model"])
+        if list(saved_cycle) != list(self.cycle):
+            raise ValueError(
+                f"checkpoint {path} was written for the player cycle {saved_cycle}, this run's is "
+                f"{list(self.cycle)}"
+            )
+        out: dict[str, Any] = {"state": state, "path": path}
+        out["model"] = _read_safetensors(path / "model.safetensors")
+        if self.ema is not None and (path / "ema.safetensors").is_file():
+            out["ema"] = _read_safetensors(path / "ema.safetensors")
+        opt = _read_torch(path / "optimizer.pt")
+        if "optimizers" not in opt:  # written by a one-model Trainer before games existed
+            opt = {
+                "optimizers": {"model": opt["optimizer"]},
+                "schedulers": {"model": opt["scheduler"]},
+                "scaler": opt.get("scaler"),
+            }
+        if set(opt["optimizers"]) != set(self.optimizers):
+            raise ValueError(
+                f"checkpoint {path} holds optimizers {sorted(opt['optimizers'])}, this run has "
+                f"{sorted(self.optimizers)}"
+            )
+        out["opt"] = opt
+        rng_file = path / f"rng_state_{self.accelerator.process_index}.pt"
+        out["rng"] = _read_torch(rng_file) if rng_file.is_file() else None
+        return out
+
+    def _apply_checkpoint(self, ckpt: Mapping[str, Any]) -> None:
+        path, state, opt = ckpt["path"], ckpt["state"], ckpt["opt"]
+        # safetensors is read on the CPU ("cpu:0" of a multi-process CPU run is not a device it
+        # accepts); load_state_dict copies onto the parameters' own devices.
+        load_weights(self.model, path / "model.safetensors", device="cpu")
+        if self.ema is not None:
+            if "ema" in ckpt:
+                self.ema.load_state_dict({"num_updates": state["ema_num_updates"], "shadow": ckpt["ema"]})
+            else:
+                warnings.warn(f"{path} has no EMA weights; the EMA restarts from the model", stacklevel=3)
+                self.ema = self._new_ema()
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(opt["optimizers"][name])
+            self.schedulers[name].load_state_dict(opt["schedulers"][name])
+        if self.accelerator.scaler is not None and opt["scaler"] is not None:
+            self.accelerator.scaler.load_state_dict(opt["scaler"])
+        if ckpt["rng"] is not None:
+            _set_rng_state(ckpt["rng"], self.device)
+        else:
+            warnings.warn(
+                f"{path / f'rng_state_{self.accelerator.process_index}.pt'} missing (process count "
+                "changed?); RNG states not restored",
+                stacklevel=3,
+            )
+        self.step = int(state["step"])
+        self._cycle_pos = int(state.get("cycle_position", self.step % len(self.cycle)))
+        self._epoch = int(state["epoch"])
+        self._batch_in_epoch = int(state["batch_in_epoch"])
+
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Restore model, EMA, optimizer, scheduler, RNG states, step and data position from ``path``."""
+        """Restore model, EMA, optimizers, schedulers, RNG states, step, cycle and data position.
+
+        Raises:
+            FileNotFoundError: ``path`` has no ``trainer_state.json``.
+            ValueError: a file of the checkpoint is unreadable (the message names it) or the
+                checkpoint belongs to a different game.
+        """
         path = Path(path)
         state_file = path / "trainer_state.json"
         if not state_file.is_file():
             raise FileNotFoundError(f"not a checkpoint (no trainer_state.json): {state_file}")
-        state = json.loads(state_file.read_text())
-        load_weights(self.model, path / "model.safetensors", device=self.device)
-        if self.ema is not None:
-            ema_file = path / "ema.safetensors"
-            if ema_file.is_file():
-                shadow = load_file(str(ema_file), device=str(self.device))
-                self.ema.load_state_dict({"num_updates": state["ema_num_updates"], "shadow": shadow})
-            else:
-                warnings.warn(f"{path} has no EMA weights; the EMA restarts from the model", stacklevel=2)
-                self.ema = EMA(self.model, self.config.ema_decay, self.config.ema_warmup)
-        opt = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-        self.optimizer.load_state_dict(opt["optimizer"])
-        self.scheduler.load_state_dict(opt["scheduler"])
-        if self.accelerator.scaler is not None and opt["scaler"] is not None:
-            self.accelerator.scaler.load_state_dict(opt["scaler"])
-        rng_file = path / f"rng_state_{self.accelerator.process_index}.pt"
-        if rng_file.is_file():
-            _set_rng_state(torch.load(rng_file, weights_only=True), self.device)
-        else:
-            warnings.warn(
-                f"{rng_file} missing (process count changed?); RNG states not restored", stacklevel=2
-            )
-        self.step = int(state["step"])
-        self._epoch = int(state["epoch"])
-        self._batch_in_epoch = int(state["batch_in_epoch"])
+        self._apply_checkpoint(self._read_checkpoint(path))
 
-    def _resume_path(self, resume: bool | str | os.PathLike) -> Path | None:
+    def _resume(self, resume: bool | str | os.PathLike) -> Path | None:
+        """Load the checkpoint ``resume`` asks for; returns its folder (``None``: start afresh)."""
         if resume is False:
             return None
         if resume is True:
-            return latest_checkpoint(self.out_dir)
-        path = Path(resume)
-        if (path / "trainer_state.json").is_file():
+            root = self.out_dir
+        else:
+            root = Path(resume)
+            if (root / "trainer_state.json").is_file():
+                self.load_checkpoint(root)
+                return root
+        candidates = [p for _, p in reversed(_checkpoints(root / "checkpoints"))]
+        if not candidates:
+            if resume is True:
+                return None
+            raise FileNotFoundError(f"no checkpoint found at {root}")
+        for path in candidates:
+            try:
+                ckpt = self._read_checkpoint(path)
+            except _CorruptCheckpoint as e:
+                warnings.warn(f"skipping unreadable checkpoint {path}: {e}", stacklevel=3)
+                continue
+            self._apply_checkpoint(ckpt)
             return path
-        latest = latest_checkpoint(path)
-        if latest is None:
-            raise FileNotFoundError(f"no checkpoint found at {path}")
-        return latest
+        raise ValueError(f"no readable checkpoint under {root / 'checkpoints'} (all were corrupt)")
 
     # training -------------------------------------------------------------------------------------
-    def _train_step(self) -> tuple[float, dict[str, torch.Tensor], int, float]:
-        """One optimizer step over ``grad_accum`` batches.
+    def _train_step(self) -> tuple[str, float, dict[str, torch.Tensor], int, float]:
+        """One optimizer step of the current player over ``grad_accum`` batches.
 
-        Returns (process-mean loss, summed logs, samples on this process, learning rate used).
+        Returns (player, process-mean loss, summed logs, samples on this process, learning rate used).
         """
         acc, accum = self.accelerator, self.config.grad_accum
+        player = self.cycle[self._cycle_pos]
+        optimizer = self.optimizers[player]
         total = torch.zeros((), device=self.device)
         logs: dict[str, torch.Tensor] = {}
         samples = 0
@@ -526,50 +730,71 @@ class Trainer:
             batch = self._next_batch()
             samples += _batch_size(batch)
             with acc.no_sync(self._module) if i < accum - 1 else nullcontext():
-                loss, extra = _unpack_loss(self._module(batch))
+                loss, extra = _unpack_loss(self._module(player, batch))
                 acc.backward(loss / accum)
             total += loss.detach().float() / accum
             for k, v in extra.items():
                 logs[k] = logs.get(k, 0.0) + v.to(self.device) / accum
         value = acc.reduce(total, "mean").item()
         if not math.isfinite(value):
-            raise FloatingPointError(f"non-finite loss ({value}) at step {self.step + 1}")
+            raise FloatingPointError(f"non-finite loss ({value}) at step {self.step + 1}{self._who(player)}")
+        params = self._params[player]
+        acc.unscale_gradients(optimizer)
         if self.config.grad_clip is not None:
-            grad_norm = acc.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            if grad_norm is not None:
-                logs["grad_norm"] = torch.as_tensor(grad_norm, device=self.device).detach().float()
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        else:
+            norms = [torch.linalg.vector_norm(p.grad.float()) for p in params if p.grad is not None]
+            grad_norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+        grad_norm = grad_norm.detach().float().to(self.device)
+        # With fp16 loss scaling an overflow is expected now and then: the scaler skips that step.
+        if acc.scaler is None and not torch.isfinite(grad_norm):
+            raise FloatingPointError(
+                f"non-finite gradient (norm {grad_norm.item()}) at step {self.step + 1}{self._who(player)} "
+                f"with a finite loss ({value:.6g}); the weights were not updated"
+            )
+        logs["grad_norm"] = grad_norm
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        self.schedulers[player].step()
+        self._module.zero_grad(set_to_none=True)  # every player's: a step may leave others' gradients
         self.step += 1
-        if self.ema is not None:
-            self.ema.update(self.model)
-        return value, logs, samples, lr
+        self._cycle_pos = (self._cycle_pos + 1) % len(self.cycle)
+        if self.ema is not None and player == self.game.ema_player:
+            self.ema.update(self._ema_module)
+        self.game.after_step(player, self.model)
+        return player, value, logs, samples, lr
+
+    def _who(self, player: str) -> str:
+        return "" if len(self.optimizers) == 1 else f" (player {player!r})"
 
     def fit(self, resume: bool | str | os.PathLike = True) -> dict[str, float]:
         """Train until ``config.steps`` optimizer steps, checkpointing and logging on the way.
 
         Args:
-            resume: ``True`` resumes from the latest checkpoint in ``out_dir`` if there is one;
-                ``False`` starts from step 0; a path names a checkpoint folder (or a run folder).
+            resume: ``True`` resumes from the latest readable checkpoint in ``out_dir`` if there is
+                one (an unreadable newer one is skipped with a warning naming it); ``False`` starts
+                from step 0; a path names a checkpoint folder (or a run folder).
 
         Returns:
-            The last logged metrics (``step``, ``loss``, ``lr``, ``samples_per_s`` and the logs).
+            The last logged metrics: ``step``, ``loss``, ``lr``, ``samples_per_s``, ``grad_norm`` and
+            the loss's logs; for a game, ``loss``, ``lr``, ``grad_norm`` and the logs are suffixed
+            ``/<player>`` (window means over that player's steps).
 
         Raises:
-            FloatingPointError: the (process-mean) loss is NaN/inf; the message names the step.
+            FloatingPointError: the (process-mean) loss, or the gradient norm of a finite loss, is
+                NaN/inf; the message names the step, and the weights are left as they were before it.
         """
         acc, cfg = self.accelerator, self.config
         set_seed(cfg.seed + acc.process_index)
-        ckpt = self._resume_path(resume)
-        if ckpt is not None:
-            self.load_checkpoint(ckpt)
-        else:
-            self.step, self._epoch, self._batch_in_epoch = 0, 0, 0
+        if self._resume(resume) is None:
+            self.step, self._cycle_pos, self._epoch, self._batch_in_epoch = 0, 0, 0, 0
         self._start_epoch(self._batch_in_epoch)
-        self.optimizer.zero_grad(set_to_none=True)
+        self._module.zero_grad(set_to_none=True)
         self._module.train()
+        single = len(self.optimizers) == 1
+
+        def key(name: str, player: str) -> str:
+            return name if single else f"{name}/{player}"
 
         csv_log, tb = None, None
         if acc.is_main_process:
@@ -594,40 +819,40 @@ class Trainer:
             disable=not (cfg.progress and acc.is_main_process),
         )
         last: dict[str, float] = {}
-        window_loss, window_logs, window_samples, window_steps = 0.0, {}, 0, 0
+        sums: dict[str, torch.Tensor] = {}
+        counts: Counter = Counter()
+        lrs: dict[str, float] = {}
+        window_samples = 0
         t0 = time.perf_counter()
         saved_at = self.step
         try:
             while self.step < cfg.steps:
-                loss, logs, samples, lr = self._train_step()
-                window_loss += loss
-                window_samples += samples * acc.num_processes
-                window_steps += 1
+                player, loss, logs, samples, lr = self._train_step()
+                logs["loss"] = torch.tensor(loss, device=self.device)
                 for k, v in logs.items():
-                    window_logs[k] = window_logs.get(k, 0.0) + v
+                    name = key(k, player)
+                    sums[name] = sums.get(name, 0.0) + v
+                    counts[name] += 1
+                lrs[key("lr", player)] = lr
+                window_samples += samples * acc.num_processes
                 throughput = window_samples / max(time.perf_counter() - t0, 1e-9)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4g}", samples_s=f"{throughput:.1f}", refresh=False)
+                bar.set_postfix(
+                    {key("loss", player): f"{loss:.4g}", "samples_s": f"{throughput:.1f}"}, refresh=False
+                )
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    keys = sorted(window_logs)
-                    means = []
-                    if keys:
-                        stacked = torch.stack([window_logs[k] for k in keys]) / window_steps
-                        means = acc.reduce(stacked, "mean").tolist()
-                    last = {
-                        "step": self.step,
-                        "loss": window_loss / window_steps,
-                        "lr": lr,
-                        "samples_per_s": throughput,
-                        **dict(zip(keys, means, strict=True)),
-                    }
+                    keys = sorted(sums)
+                    stacked = torch.stack([sums[k] / counts[k] for k in keys])
+                    means = dict(zip(keys, acc.reduce(stacked, "mean").tolist(), strict=True))
+                    losses = {k: means.pop(k) for k in list(means) if k == "loss" or k.startswith("loss/")}
+                    last = {"step": self.step, **losses, **lrs, "samples_per_s": throughput, **means}
                     if csv_log is not None:
                         csv_log.write(last)
                     if tb is not None:
                         for k, v in last.items():
                             if k != "step":
                                 tb.add_scalar(f"train/{k}", v, self.step)
-                    window_loss, window_logs, window_samples, window_steps = 0.0, {}, 0, 0
+                    sums, counts, window_samples = {}, Counter(), 0
                     t0 = time.perf_counter()
                 if cfg.ckpt_every is not None and self.step % cfg.ckpt_every == 0:
                     self.save_checkpoint()

@@ -1,7 +1,7 @@
 """Trainer: exact resume, two-process data parallelism, non-finite losses, EMA, config checks.
 
-Run as a script (``python tests/core/test_trainer.py --ddp-worker OUT BATCH``) it is the worker of
-the two-process test.
+Run as a script (``python tests/core/test_trainer.py --ddp-worker OUT BATCH [CRASH_AT]``) it is the
+worker of the two-process test.
 """
 
 from __future__ import annotations
@@ -154,6 +154,124 @@ def test_non_finite_loss_names_the_step(tmp_path):
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
+class _NaNGrad(torch.autograd.Function):
+    """Identity forward; the backward pass returns NaN gradients."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("nan")
+
+
+@pytest.mark.parametrize("grad_clip", [1.0, None])
+def test_finite_loss_with_nan_gradient_stops_before_the_step(tmp_path, grad_clip):
+    calls = {"n": 0}
+
+    def loss_fn(model, batch):
+        calls["n"] += 1
+        x, y = batch
+        out = model(x)
+        if calls["n"] == 2 * 4 + 2:  # the second micro-batch of step 5
+            out = _NaNGrad.apply(out)
+        return ((out - y) ** 2).mean()
+
+    cfg = _config(tmp_path, steps=8, ckpt_every=2, ema_decay=None, grad_clip=grad_clip)
+    trainer = Trainer(_model(0), loss_fn, _loader(), cfg)
+    with pytest.raises(FloatingPointError, match=r"non-finite gradient .* at step 5 with a finite loss"):
+        trainer.fit()
+    assert trainer.step == 4
+    saved = load_file(tmp_path / "checkpoints" / "step_00000004" / "model.safetensors")
+    for name, p in trainer.model.state_dict().items():
+        assert torch.isfinite(p).all(), name
+        torch.testing.assert_close(p, saved[name])  # not a single update from the NaN gradient
+    assert latest_checkpoint(tmp_path).name == "step_00000004"
+
+
+def test_after_step_hook_runs_once_per_optimizer_step(tmp_path):
+    seen = []
+    calls = {"loss": 0}
+
+    def loss_fn(model, batch):
+        calls["loss"] += 1
+        return _noisy_loss(model, batch)
+
+    def hook(model):
+        seen.append(model[0].weight.detach().clone())
+
+    trainer = Trainer(_model(0), loss_fn, _loader(), _config(tmp_path, steps=6), after_step=hook)
+    trainer.fit()
+    assert calls["loss"] == 12 and len(seen) == 6  # grad_accum = 2 micro-batches per step
+    torch.testing.assert_close(seen[-1], trainer.model[0].weight)  # it sees the updated weights
+
+
+def test_consistency_target_follows_each_optimizer_step_under_accumulation(tmp_path):
+    from core import Denoiser, VPSchedule
+    from core.objectives.consistency import ConsistencyDistillation, ConsistencyModel
+
+    def net():
+        return _MLPDenoiserNet()
+
+    sch = VPSchedule.linear()
+    cd = ConsistencyDistillation(
+        ConsistencyModel(Denoiser(net(), sch, "x0")), Denoiser(net(), sch), num_steps=6, ema_decay=0.5
+    )
+    targets = []
+
+    def hook(model):
+        model.update_target()
+        targets.append([p.detach().clone() for p in model.student.parameters()])
+
+    data = TensorDataset(torch.randn(32, 2))
+    loader = DataLoader(data, batch_size=4, shuffle=True)
+    cfg = _config(tmp_path, steps=3, grad_accum=4, ema_decay=None, warmup_steps=0)
+    before = [p.detach().clone() for p in cd.target.parameters()]
+    Trainer(cd, lambda m, b: m(b[0]), loader, cfg, after_step=hook).fit()
+    # theta- <- mu theta- + (1 - mu) theta after each of the 3 steps, never per micro-batch.
+    expected = before
+    for student in targets:
+        expected = [0.5 * t + 0.5 * s for t, s in zip(expected, student, strict=True)]
+    for got, want in zip(cd.target.parameters(), expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+class _MLPDenoiserNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x, t):
+        t = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0]).reshape(-1, 1)
+        return self.lin(torch.cat([x, t], 1))
+
+
+@pytest.mark.parametrize("bad", ["model.safetensors", "optimizer.pt", "trainer_state.json"])
+def test_corrupt_newest_checkpoint_resumes_from_an_older_one(tmp_path, bad):
+    ref = Trainer(_model(0), _noisy_loss, _loader(), _config(tmp_path / "ref", steps=8))
+    ref.fit()
+    run = tmp_path / "run"
+    Trainer(_model(0), _noisy_loss, _loader(), _config(run, steps=8)).fit()
+    newest = run / "checkpoints" / "step_00000008"
+    (newest / bad).write_bytes(b"\x00garbage" * 7)
+
+    fresh = Trainer(_model(5), _noisy_loss, _loader(), _config(run, steps=8))
+    with pytest.raises(ValueError, match=f"step_00000008.*{bad}"):
+        fresh.load_checkpoint(newest)  # an explicit load names the bad file
+    resumed = Trainer(_model(5), _noisy_loss, _loader(), _config(run, steps=8))
+    with pytest.warns(UserWarning, match=f"skipping unreadable checkpoint .*step_00000008.*{bad}"):
+        resumed.fit()
+    assert resumed.step == 8
+    for a, b in zip(ref.model.parameters(), resumed.model.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+
+    for ckpt in (run / "checkpoints").iterdir():
+        (ckpt / "model.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="no readable checkpoint"), pytest.warns(UserWarning):
+        Trainer(_model(5), _noisy_loss, _loader(), _config(run, steps=8)).fit()
+
+
 def test_loss_fn_output_is_validated(tmp_path):
     vector = Trainer(_model(0), lambda m, b: m(b[0]), _loader(), _config(tmp_path / "a"))
     with pytest.raises(ValueError, match="scalar loss"):
@@ -213,19 +331,27 @@ def test_ema_update_warmup_and_swap():
 
 
 # ----------------------------------------------------------------------------------------- DDP
-def _ddp_job(out_dir: Path, batch_size: int) -> None:
-    """Deterministic job: global batch = batch_size * num_processes * grad_accum (= 16 here)."""
+def _ddp_job(out_dir: Path, batch_size: int, crash_at: int = 0) -> None:
+    """Deterministic job: global batch = batch_size * num_processes * grad_accum (= 16 here).
+
+    ``crash_at > 0``: raise inside that step's loss (after the step-4 checkpoint); the next
+    launch resumes from that checkpoint.
+    """
     torch.set_num_threads(1)
     torch.manual_seed(7)
     model = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 1))
+    calls = {"n": 0}
 
     def loss_fn(m, batch):
+        calls["n"] += 1
+        if crash_at and calls["n"] > 2 * (crash_at - 1):
+            raise RuntimeError("simulated crash")
         x, y = batch
         return ((m(x) - y) ** 2).mean()
 
     loader = DataLoader(_data(32), batch_size=batch_size, shuffle=True)
-    cfg = _config(out_dir, steps=6, ckpt_every=None, log_every=1, ema_warmup=False)
-    Trainer(model, loss_fn, loader, cfg).fit(resume=False)
+    cfg = _config(out_dir, steps=6, ckpt_every=4, log_every=1, ema_warmup=False)
+    Trainer(model, loss_fn, loader, cfg).fit()
 
 
 def _free_port() -> int:
@@ -234,7 +360,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_data_parallel_matches_single_process(tmp_path):
+def test_two_process_run_crashes_resumes_and_matches_single_process(tmp_path):
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "MASTER_", "WORLD_", "RANK"))
     }
@@ -249,6 +375,13 @@ def test_two_process_data_parallel_matches_single_process(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1"]
     cmd += ["--master_addr", "127.0.0.1", "--master_port", str(port)]
     cmd += [__file__, "--ddp-worker", str(tmp_path / "ddp"), "4"]
+    crashed = subprocess.run(cmd + ["5"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert crashed.returncode != 0 and "simulated crash" in crashed.stdout + crashed.stderr
+    assert latest_checkpoint(tmp_path / "ddp").name == "step_00000004"
+    # Both processes load the checkpoint (on CPU each is device "cpu:<rank>") and finish the run.
+    port = _free_port()
+    env["MASTER_PORT"] = str(port)
+    cmd[cmd.index("--master_port") + 1] = str(port)
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -268,4 +401,4 @@ def test_two_process_data_parallel_matches_single_process(tmp_path):
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--ddp-worker"]:
-    _ddp_job(Path(sys.argv[2]), int(sys.argv[3]))
+    _ddp_job(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 0)

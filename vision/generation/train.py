@@ -136,10 +136,12 @@ def train(
         )  # fmt: skip
 
         def loss_fn(cd: ConsistencyDistillation, batch) -> torch.Tensor:
-            cd.update_target()  # the EMA target follows the previous optimizer step
             return cd(batch[0], y=batch[1])
 
+        after_step = ConsistencyDistillation.update_target  # once per optimizer step
+
     else:
+        after_step = None
         model = build_denoiser(config)
         if fam == "reflow":
             model.net.load_state_dict(teacher.net.state_dict())
@@ -163,7 +165,7 @@ def train(
         ckpt_every=config.ckpt_every, out_dir=str(out / "train"), seed=seed, device=dev.type,
         progress=progress, log_every=min(50, config.steps), tensorboard=False,
     )  # fmt: skip
-    trainer = Trainer(model, loss_fn, loader, tcfg)
+    trainer = Trainer(model, loss_fn, loader, tcfg, after_step=after_step)
     info_path = out / "train_info.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {"train_seconds": 0.0}
     start = time.perf_counter()
