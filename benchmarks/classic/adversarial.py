@@ -50,9 +50,9 @@ from core.families import (
     dirac_gan_iterates,
     dirac_phase_plot,
 )
-from core.images.metrics import sample_metrics
-from core.metrics.images import save_image_grid
+from core.plotting import save_image_grid
 from core.training import Trainer, TrainerConfig
+from vision.generation.quality import sample_metrics
 
 __all__ = ["PRESETS", "AdversarialPreset", "build", "run"]
 

@@ -1,5 +1,6 @@
 """Datasets: where they live, how they are read, and clear errors when they are missing."""
 
+from .binarized import binarize, load_binarized_fashion_mnist, to_uint8
 from .images import (
     FASHION_MNIST_CLASSES,
     image_folder_classes,
@@ -17,13 +18,16 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "DatasetNotFoundError",
     "atomic_write",
+    "binarize",
     "data_root",
     "image_folder_classes",
+    "load_binarized_fashion_mnist",
     "load_fashion_mnist",
     "load_idx_dataset",
     "load_image_folder",
     "load_mnist",
     "load_opencv_digits",
     "read_idx",
+    "to_uint8",
     "write_idx",
 ]
