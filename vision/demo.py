@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from core.config import config_to_dict, preset
-from core.data.paths import atomic_write
+from core.files import atomic_write
 from core.plotting import save_image_grid
 from core.training import resolve_device
 
