@@ -53,15 +53,16 @@ def sample(
             (keep it float32/float64; the network may run in lower precision inside).
         method: a registered name (``core.sampling.method_names()``): ``ddpm``, ``ddim``,
             ``euler_maruyama``, ``euler``, ``heun``, ``dpm_solver``, ``dpm_solver++``,
-            ``analytic_ddpm``, ``analytic_ddim``. The default, DPM-Solver-3M (noise prediction)
-            on the ``logsnr`` grid, had the lowest error at 10-20 NFE on the Gaussian-mixture
-            oracle (2-64 D; <= 0.2x diffusers' default there, see benchmarks/samplers.py); for
-            strong guidance (large classifier-free scales) prefer ``dpm_solver++`` (2M), whose
-            data prediction stays bounded.
+            ``analytic_ddpm``, ``analytic_ddim``, ``consistency``. The default,
+            DPM-Solver-3M (noise prediction) on the ``logsnr`` grid, had the lowest error at
+            10-20 NFE on the Gaussian-mixture oracle among the methods and grids here (the
+            README states its error relative to diffusers' default; ``benchmarks/samplers.py``
+            measures it); for strong guidance (large classifier-free scales) prefer
+            ``dpm_solver++`` (2M), whose data prediction stays bounded.
         steps: number of grid intervals (default 20, or the length of an explicit grid - 1).
-            Network evaluations (NFE): ``steps`` for ddpm, ddim, euler_maruyama, euler and every
-            multistep solver; ``2 steps - 1`` for heun; ``order * steps`` for singlestep
-            DPM-Solver / DPM-Solver++ (orders 2 and 3).
+            Network evaluations (NFE): ``steps`` for ddpm, ddim, euler_maruyama, euler,
+            consistency and every multistep solver; ``2 steps - 1`` for heun; ``order * steps``
+            for singlestep DPM-Solver / DPM-Solver++ (orders 2 and 3).
         order: solver order (1-3) where the method has one; None = the method's default
             (``dpm_solver++``: 2, ``dpm_solver``: 3).
         multistep: multistep (one evaluation per step, previous ones reused) or singlestep
@@ -84,9 +85,9 @@ def sample(
             starting with (projected) x_T.
         lower_order_final: multistep solvers only: when ``steps < 15``, the last step is first
             order and (for order 3) the one before second order, as in diffusers (the official
-            code uses ``steps < 10``). On the oracle it mostly matters on coarse time-uniform grids
-            of discrete models (up to 20x lower error at 10 NFE, once 25% higher) and is within
-            +-15% on ``logsnr`` grids, hence on by default; singlestep solvers ignore it.
+            code uses ``steps < 10``). On by default: on the oracle it helps most on coarse
+            time-uniform grids of discrete models and changes little on ``logsnr`` grids
+            (``benchmarks/samplers.py``); singlestep solvers ignore it.
         noise_fn: ``noise_fn(like, generator, **cond) -> Tensor``, the noise every stochastic
             method draws (``ddpm``, ``ddim`` with eta > 0, ``euler_maruyama``, the analytic and
             consistency samplers): a tensor of ``like``'s shape, dtype and device, e.g. noise with

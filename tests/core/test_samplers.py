@@ -236,3 +236,27 @@ def test_bad_network_shape_fails_on_the_first_call(method):
     ):
         sample(den, x_T, method=method, steps=5)
     assert net.calls == 1 and not den._time_cache
+
+
+def test_consistency_method_is_the_consistency_model_renoised():
+    """method="consistency" evaluates ConsistencyModel f at each grid time and re-noises with
+    the same draws in between; f at the boundary is the identity and one step from the exact
+    oracle is its DDIM jump to t_min."""
+    from core.objectives import ConsistencyModel
+
+    _, den = _oracle("vp_linear")
+    sch = den.schedule
+    f = ConsistencyModel(den)
+    x_T = _x_T(sch, b=16)
+    grid = torch.tensor([sch.t_max, 0.6, 0.2, sch.t_min], dtype=torch.float64)
+    ours = sample(den, x_T, method="consistency", grid=grid, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    x = f(x_T, grid[0])
+    for tau in grid[1:-1]:
+        z = torch.randn(x.shape, generator=g, dtype=x.dtype)
+        x = f(sch.alpha(tau) * x + sch.sigma(tau) * z, tau)
+    assert torch.allclose(ours, x, rtol=0, atol=1e-12)
+    assert torch.equal(f(x_T, sch.t_min), x_T)
+    one = sample(den, x_T, method="consistency", steps=1)
+    assert torch.allclose(one, sample(den, x_T, method="ddim", steps=1), rtol=0, atol=1e-12)
+    assert get_method("consistency").nfe(3, 1, False) == 3
