@@ -29,6 +29,10 @@ def _cfg(args):
 
 
 def cmd_data(args) -> None:
+    if args.name == "pusht":
+        from .pusht.cli import cmd_data_pusht
+
+        return cmd_data_pusht(args)
     from .maze2d.dataset import make_dataset
     from .maze2d.mazes import get_maze
 
@@ -86,6 +90,10 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_benchmark(args) -> None:
+    if args.suite == "pusht":
+        from .pusht.cli import cmd_benchmark_pusht
+
+        return cmd_benchmark_pusht(args)
     from .runner import benchmark
 
     cfg = _cfg(args)
@@ -107,9 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m control", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("data", help="generate a D4RL-format Maze2D dataset under $ANNEAL_DATA")
-    p.add_argument("name", help="maze2d-umaze | maze2d-medium | maze2d-large")
+    p = sub.add_parser(
+        "data",
+        help="generate a D4RL-format Maze2D dataset or Push-T expert demonstrations under $ANNEAL_DATA",
+    )
+    p.add_argument("name", help="maze2d-umaze | maze2d-medium | maze2d-large | pusht")
     p.add_argument("--steps", type=int, default=1_000_000)
+    p.add_argument("--episodes", type=int, default=200, help="pusht: expert episodes")
+    p.add_argument("--out", default=None, help="pusht: zarr path (default: the cache under $ANNEAL_DATA)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="regenerate even if cached")
     p.set_defaults(fn=cmd_data)
@@ -139,11 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("benchmark", help="train (or reuse) and evaluate every method; metrics.json + table")
-    p.add_argument("suite", choices=["maze2d"])
+    p.add_argument("suite", choices=["maze2d", "pusht"])
     _common(p)
     p.add_argument("--mazes", nargs="+", default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--retrain", action="store_true")
+    p.add_argument("--episodes", type=int, default=None, help="pusht: evaluation episodes per row")
+    p.add_argument("--train-steps", type=int, default=None, help="pusht: diffusion training steps")
     p.set_defaults(fn=cmd_benchmark)
 
     p = sub.add_parser("demo", help="short Maze2D run for the main job (report.md + plan figure)")

@@ -1,9 +1,11 @@
-"""Backbones: time-conditioned MLP, DDPM U-Net, U-ViT, DiT and Janner's temporal U-Net.
+"""Backbones: time-conditioned MLP, DDPM U-Net, U-ViT, DiT, Janner's temporal U-Net and Chi's
+FiLM-conditioned 1-D U-Net.
 
 Every backbone is called as ``net(x, t, y=None)`` (the temporal U-Net as ``net(x, t)``) and
 returns a tensor shaped like ``x``.
 """
 
+from .cond_unet1d import ConditionalUnet1D
 from .conditioning import ClassEmbedding, TimeEmbedding
 from .dit import DiT, DiTConfig
 from .embeddings import SinusoidalEmbedding
@@ -14,6 +16,7 @@ from .uvit import UViT, UViTConfig
 
 __all__ = [
     "ClassEmbedding",
+    "ConditionalUnet1D",
     "DiT",
     "DiTConfig",
     "MLPConfig",
