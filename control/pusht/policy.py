@@ -117,7 +117,7 @@ class ChunkPolicy(torch.nn.Module):
         if n_pred % net.horizon_factor:
             raise ValueError(
                 f"prediction horizon {n_pred} is not supported by a U-Net with "
-                f"{len(net.config['down_dims'])} levels; valid horizons: "
+                f"{len(net.init_config['down_dims'])} levels; valid horizons: "
                 f"{net.valid_horizons(4 * net.horizon_factor)}"
             )
         expected = n_obs * feature_dim(obs_kind)
