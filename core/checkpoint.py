@@ -131,12 +131,14 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, config: Mapp
     Args:
         model: any module; its class name is recorded as ``"_class_name"``.
         directory: target folder (created; an existing one keeps its other files).
-        config: JSON-serialisable constructor kwargs such that ``type(model)(**config)`` rebuilds it.
+        config: constructor kwargs such that ``type(model)(**config)`` rebuilds it: JSON values,
+            dataclasses or ModelMixin models (see :func:`to_json_config`).
 
     Returns:
         The folder path.
     """
     directory = Path(directory)
+    config = to_json_config(config)
     bad = [k for k in config if not isinstance(k, str) or k.startswith("_")]
     if bad:
         raise ValueError(f"config keys must be strings not starting with '_', got {bad}")
@@ -182,8 +184,10 @@ def from_pretrained(
     kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
     try:
         model = cls.from_config(kwargs) if issubclass(cls, ModelMixin) else cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise type(e)(f"{cls.__name__}(**config) failed for {directory / CONFIG_NAME}: {e}") from e
+    except TypeError as e:
+        raise TypeError(f"{cls.__name__}(**config) failed for {directory / CONFIG_NAME}: {e}") from e
+    except ValueError as e:
+        raise ValueError(f"{cls.__name__}(**config) failed for {directory / CONFIG_NAME}: {e}") from e
     load_weights(model, weights)
     return model.to(map_location).eval()
 
@@ -311,7 +315,7 @@ class ModelMixin(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory``; returns the folder."""
-        return save_pretrained(self, directory, to_json_config(self.init_config))
+        return save_pretrained(self, directory, self.init_config)
 
     @classmethod
     def from_pretrained(
