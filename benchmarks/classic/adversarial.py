@@ -4,7 +4,7 @@
 
 - ``dirac_gan``: the equilibrium eigenvalues of Dirac-GAN/WGAN (zero real part) and with CLC
   (negative real part), the iterates' distance to the equilibrium, and the phase plot;
-- ``clc_beats_wgan``: CLC-GAN against its base WGAN (the same recipe without the control term),
+- ``clc_beats_wgan``: CLC-GAN against its base WGAN-GP (the same recipe without the control term),
   trained for the same number of iterations, on a ring of 8 Gaussians (modes covered, share of
   high-quality samples) and on Fashion-MNIST (``fid_fmnist``), with convergence plots;
 - ``triple_gan_beats_supervised``: Triple-GAN's classifier trained with 100 labels plus unlabelled
@@ -12,7 +12,7 @@
   steps is chosen by the error on a labelled validation split (never the test set);
 
 and returns ``{"claims", "metrics", "table_rows"}`` with one table row per GAN family trained on
-Fashion-MNIST (``gan``, ``wgan_gp``, ``wgan``, ``clc_gan``). ``fid_fmnist`` is the Frechet distance in
+Fashion-MNIST (``gan``, ``wgan_gp``, ``clc_gan``). ``fid_fmnist`` is the Frechet distance in
 the features of the classifier trained here on Fashion-MNIST, **not** an Inception FID. Every
 training run lives in ``out/<stage>/<run>`` and resumes; a finished stage is cached in
 ``out/<stage>/result.json`` (recomputed when the preset changes).
@@ -56,7 +56,8 @@ from vision.generation.quality import sample_metrics
 
 __all__ = ["PRESETS", "AdversarialPreset", "build", "run"]
 
-FMNIST_FAMILIES = ("gan", "wgan_gp", "wgan", "clc_gan")
+FMNIST_FAMILIES = ("gan", "wgan_gp", "clc_gan")
+CLC_BASE = "wgan_gp"  # CLC-GAN is this recipe plus the closed-loop control term
 
 
 @dataclass(frozen=True)
@@ -174,12 +175,11 @@ def _device_kind(device: str) -> str:
 
 
 def _gan_config(family: str, p: AdversarialPreset, ring: bool) -> Any:
-    """The family's recipe at this preset's learning rate (CLC-GAN = its base ``wgan`` + control)."""
+    """The family's recipe at this preset's learning rate (CLC-GAN = its base WGAN-GP + control)."""
     lr = p.ring_lr if ring else (p.gan_lr if family.startswith("gan") else p.wgan_lr)
-    base = GAN_FAMILIES[family]
-    cfg = replace(base, lr_critic=lr, lr_generator=lr)
+    cfg = replace(GAN_FAMILIES[family], lr_critic=lr, lr_generator=lr)
     if family == "clc_gan":
-        cfg = replace(_gan_config("wgan", p, ring), clc=p.clc)
+        cfg = replace(_gan_config(CLC_BASE, p, ring), clc=p.clc)
     return cfg
 
 
@@ -234,7 +234,7 @@ def _ring(out: Path, p: AdversarialPreset, device: str) -> dict:
     g = torch.Generator().manual_seed(p.seed)
     data = ring_data(20000, g)
     curves: dict[str, list] = {}
-    for family in ("wgan", "clc_gan"):
+    for family in (CLC_BASE, "clc_gan"):
         torch.manual_seed(p.seed)
         model = GAN(
             MLPGenerator(2, 2, hidden=p.ring_hidden, depth=3), MLPCritic(2, hidden=p.ring_hidden, depth=3), 2
@@ -257,11 +257,11 @@ def _ring(out: Path, p: AdversarialPreset, device: str) -> dict:
     last = {k: (v[-1]["modes"], v[-1]["high_quality"]) for k, v in curves.items()}
     return {
         "curves": curves,
-        "modes_wgan": last["wgan"][0],
+        "modes_base": last[CLC_BASE][0],
         "modes_clc_gan": last["clc_gan"][0],
-        "high_quality_wgan": last["wgan"][1],
+        "high_quality_base": last[CLC_BASE][1],
         "high_quality_clc_gan": last["clc_gan"][1],
-        "clc_better": last["clc_gan"] > last["wgan"],
+        "clc_better": last["clc_gan"] > last[CLC_BASE],
     }
 
 
@@ -306,7 +306,7 @@ def _fmnist(out: Path, p: AdversarialPreset, device: str) -> dict:
             "fid_fmnist": m["fid_fmnist"], "precision": m["precision"], "recall": m["recall"],
             "seconds_per_image": per_image, "curve": curve, "steps": p.fmnist_steps,
         }  # fmt: skip
-    curves = {k: v["curve"] for k, v in results.items() if k in ("wgan", "clc_gan")}
+    curves = {k: v["curve"] for k, v in results.items() if k in (CLC_BASE, "clc_gan")}
     _plot_curves(out / "fmnist_convergence.png", curves, "fid_fmnist", "fid_fmnist (lower is better)",
                  "Fashion-MNIST, same iterations")  # fmt: skip
     return results
@@ -463,7 +463,7 @@ def run(preset: str, out: Path, device: str = "cpu") -> dict:
     fmnist = _cached(out / "fmnist" / "result.json", key, lambda: _fmnist(out / "fmnist", p, device))
     triple = _cached(out / "triple" / "result.json", key, lambda: _triple(out / "triple", p, device))
 
-    fid_better = fmnist["clc_gan"]["fid_fmnist"] < fmnist["wgan"]["fid_fmnist"]
+    fid_better = fmnist["clc_gan"]["fid_fmnist"] < fmnist[CLC_BASE]["fid_fmnist"]
     claims = {
         "dirac_gan": bool(dirac["claim"]),
         "clc_beats_wgan": bool(ring["clc_better"] and fid_better),
@@ -473,11 +473,12 @@ def run(preset: str, out: Path, device: str = "cpu") -> dict:
     metrics = {
         "dirac_eigenvalues": dirac["eigenvalues"],
         "dirac_final_distance": dirac["final_distance_to_equilibrium"],
-        "ring_modes_wgan": ring["modes_wgan"],
+        "clc_base": CLC_BASE,
+        "ring_modes_base": ring["modes_base"],
         "ring_modes_clc_gan": ring["modes_clc_gan"],
-        "ring_high_quality_wgan": ring["high_quality_wgan"],
+        "ring_high_quality_base": ring["high_quality_base"],
         "ring_high_quality_clc_gan": ring["high_quality_clc_gan"],
-        "fid_fmnist_wgan": fmnist["wgan"]["fid_fmnist"],
+        "fid_fmnist_base": fmnist[CLC_BASE]["fid_fmnist"],
         "fid_fmnist_clc_gan": fmnist["clc_gan"]["fid_fmnist"],
         "triple_gan_labels": triple["labels"],
         "triple_gan_test_error": triple["triple_gan"]["test_error"],
