@@ -86,8 +86,8 @@ def test_paper_preset_builds_and_takes_a_few_steps(driver, cheap_metrics, tmp_pa
     torch.set_num_threads(1)
     steps = dict.fromkeys(likelihood.MODELS, 2)
     res = likelihood.run(
-        "paper", tmp_path / "lik", "cpu", steps=steps, train_images=64, test_images=2, fid_samples=2,
-        grid_samples=2, eval_chunk=2500, ckpt_every=2,
+        "paper", tmp_path / "lik", "cpu", steps=steps, train_images=256, test_images=2, fid_samples=2,
+        vflow_eval_k=2, grid_samples=2, eval_chunk=2500, ckpt_every=2,
     )  # fmt: skip
     assert res["models"]["vae"]["eval_k"] == 5000 and res["models"]["vae"]["train"]["steps"] == 2
     assert res["models"]["impflow"]["params"] > 50_000  # the paper-sized flows were built
