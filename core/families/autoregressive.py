@@ -60,6 +60,8 @@ class NADE(ModelMixin):
     p(x_d = 1 | x_<d) = sigmoid(b_d + V_d . h_d). Parameters: 2HD + H + D; the log-likelihood of a
     batch costs O(HD) per example (one cumulative sum of the input contributions)."""
 
+    _CHUNK = 32
+
     def __init__(self, dim: int, hidden: int = 500) -> None:
         super().__init__()
         self.dim, self.hidden = dim, hidden
@@ -70,10 +72,15 @@ class NADE(ModelMixin):
 
     def logits(self, x: Tensor) -> Tensor:
         """Conditional logits (B, D) of x (B, D): entry d sees only x_<d."""
-        contrib = x.unsqueeze(1) * self.W.unsqueeze(0)  # (B, H, D)
-        a = torch.cumsum(contrib, dim=2) - contrib + self.c[None, :, None]  # exclusive prefix sums
-        h = torch.sigmoid(a)
-        return torch.einsum("bhd,dh->bd", h, self.V) + self.b
+        out, start = [], self.c.expand(x.shape[0], -1)
+        for lo in range(0, self.dim, self._CHUNK):  # blocks of d keep the (B, d, H) tensors small
+            hi = min(lo + self._CHUNK, self.dim)
+            contrib = x[:, lo:hi, None] * self.W.T[lo:hi]  # (B, d, H): x_d W[:, d]
+            cum = torch.cumsum(contrib, dim=1)
+            a = cum - contrib + start[:, None]  # exclusive prefix sums
+            out.append(torch.einsum("bdh,dh->bd", torch.sigmoid(a), self.V[lo:hi]))
+            start = start + cum[:, -1]
+        return torch.cat(out, 1) + self.b
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log p(x) (B,) in nats of binary x (B, ...) with ``dim`` entries per example."""

@@ -1,0 +1,93 @@
+"""The classic-families benchmark driver: every stage at a tiny size, caching, the claims and the
+table it assembles, and the likelihood stage's ``paper`` preset building and taking a few steps on
+CPU (the diffusion stage's ``paper`` models are the image pipeline's, tested with it)."""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def driver():
+    sys.path[:0] = [str(ROOT / "benchmarks")]
+    try:
+        yield importlib.import_module("classic_families")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+@pytest.fixture
+def cheap_metrics(monkeypatch):
+    """Sample metrics without the cached Fashion-MNIST classifier (it takes minutes to train)."""
+    import core.images.evaluate
+    import core.images.metrics
+
+    def fake(dataset, images, labels=None, *, image_size=None):
+        assert images.min() >= -1 and images.max() <= 1 and images.shape[1:] == (1, 28, 28)
+        return {
+            "fid_fmnist": float(images.mean() + 2),
+            "precision": 0.5,
+            "recall": 0.5,
+            "num_samples": len(images),
+        }
+
+    monkeypatch.setattr(core.images.metrics, "sample_metrics", fake)
+    monkeypatch.setattr(core.images.evaluate, "sample_metrics", fake)
+
+
+def test_driver_runs_every_stage_and_assembles_the_table(driver, cheap_metrics, tmp_path, capsys):
+    torch.set_num_threads(1)
+    out = tmp_path / "bench"
+    assert driver.main(["--preset", "smoke", "--device", "cpu", "--out", str(out)]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    for key in ("nll_vae", "nll_iwae5", "nll_iwae50", "nll_nade", "bpd_realnvp", "bpd_vflow", "bpd_resflow",
+                "bpd_impflow", "fid_ddpm", "fid_flow_matching", "fid_consistency"):  # fmt: skip
+        assert isinstance(summary["metrics"][key], float), key
+    claims = summary["claims"]
+    assert isinstance(claims["1"]["holds"], bool) and isinstance(claims["2"]["holds"], bool)
+    c1 = claims["1"]
+    assert c1["holds"] == (
+        c1["nll_nats"]["iwae50"] < c1["nll_nats"]["vae"] and all(c1["bound_monotone_in_k"].values())
+    )
+    assert claims["2"]["holds"] == (claims["2"]["bpd"]["vflow"] <= claims["2"]["bpd"]["realnvp"])
+    params = claims["2"]["params"]
+    assert max(params.values()) <= 1.35 * min(params.values())  # matched sizes
+    # claim 6 lists what is missing (the adversarial families come from their own stage)
+    assert (
+        not claims["6"]["holds"] and "GAN" in claims["6"]["missing"] and "NADE" not in claims["6"]["missing"]
+    )
+    families = {r["family"] for r in summary["table"]}
+    assert {"DDPM (U-Net)", "consistency", "RealNVP", "VFlow", "NADE (binarised)"} <= families
+    for name in ("samples.png", "fid_vs_sampling_time.png", "iwae_bounds.png", "flows_bpd.png"):
+        assert (out / name).is_file(), name
+    printed = capsys.readouterr().out
+    assert "claim 1:" in printed and "fid_fmnist" in printed
+    # a rerun is served from the stage caches and reproduces the summary
+    before = (out / "stages" / "likelihood.json").stat().st_mtime
+    assert driver.main(["--preset", "smoke", "--device", "cpu", "--out", str(out)]) == 0
+    assert (out / "stages" / "likelihood.json").stat().st_mtime == before
+    assert json.loads((out / "metrics.json").read_text())["metrics"] == summary["metrics"]
+
+
+def test_driver_rejects_unknown_stages(driver):
+    with pytest.raises(SystemExit):
+        driver.main(["--stages", "likelihood,nonsense"])
+
+
+def test_paper_preset_builds_and_takes_a_few_steps(driver, cheap_metrics, tmp_path):
+    from classic import likelihood
+
+    torch.set_num_threads(1)
+    steps = dict.fromkeys(likelihood.MODELS, 2)
+    res = likelihood.run(
+        "paper", tmp_path / "lik", "cpu", steps=steps, train_images=256, test_images=2, fid_samples=2,
+        vflow_eval_k=2, grid_samples=2, eval_chunk=2500, ckpt_every=2,
+    )  # fmt: skip
+    assert res["models"]["vae"]["eval_k"] == 5000 and res["models"]["vae"]["train"]["steps"] == 2
+    assert res["models"]["impflow"]["params"] > 50_000  # the paper-sized flows were built
