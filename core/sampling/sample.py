@@ -66,7 +66,9 @@ def sample(
             methods that declare an ``eta`` option accept a non-zero value.
         guide: a :class:`core.guidance.Guide`, applied through ``core.guidance.model_fn`` to
             every network evaluation, and ``guide.project`` after every step and on ``x_T``.
-        cond: keyword arguments for the network (class labels, context, ...).
+        cond: keyword arguments for the network (class labels, context, masks, ...); every guide
+            hook receives them too (``correction``, ``project``, the callables of ``Energy``,
+            ``ClassifierGuidance`` and ``Project`` as ``fn(x, t, **cond)``).
         grid: ``time_uniform | logsnr | time_quadratic | karras``, or an explicit 1-D tensor
             of strictly decreasing times (float64 recommended).
         t_start, t_end: the integration interval, t_min <= t_end < t_start <= t_max;
@@ -98,6 +100,9 @@ def sample(
         raise TypeError(f"denoiser must be a core.Denoiser, got {type(denoiser).__name__}")
     if not isinstance(x_T, Tensor) or not x_T.is_floating_point() or x_T.dim() < 1 or x_T.shape[0] < 1:
         raise ValueError("x_T must be a floating-point tensor of shape (B, ...) with B >= 1")
+    if cond is not None and not isinstance(cond, dict):
+        raise TypeError(f"cond must be a dict of network keyword arguments, got {type(cond).__name__}")
+    cond = dict(cond or {})
     m = get_method(method)
     sch = denoiser.schedule
     ts = _grid(grid, sch, steps, t_start, t_end)
@@ -140,11 +145,11 @@ def sample(
     try:
         with grad_ctx:
             if guide is not None:
-                x = guide.project(x, times[0])
+                x = guide.project(x, times[0], cond)
             if return_trajectory:
                 trajectory.append(x)
             done = _make_done(
-                guide, times, trajectory if return_trajectory else None, bar if progress else None
+                guide, cond, times, trajectory if return_trajectory else None, bar if progress else None
             )
             ctx = SamplerContext(
                 model=model_fn(denoiser, guide, cond, m.need),
@@ -210,14 +215,14 @@ def _grid(grid: str | Tensor, sch, steps: int | None, t_start: float | None, t_e
     return make_grid(grid, sch, steps, t_start, t_end)
 
 
-def _make_done(guide, times, trajectory, bar):
+def _make_done(guide, cond, times, trajectory, bar):
     """The per-step hook: project at the new time, record, advance the bar."""
     if guide is None and trajectory is None and bar is None:
         return lambda i, x: x
 
     def done(i: int, x: Tensor) -> Tensor:
         if guide is not None:
-            x = guide.project(x, times[i + 1])
+            x = guide.project(x, times[i + 1], cond)
         if trajectory is not None:
             trajectory.append(x)
         if bar is not None:
