@@ -94,7 +94,9 @@ def pack(clouds: Sequence[Tensor], n_max: int | None = None) -> tuple[Tensor, Te
     sizes = torch.tensor([c.shape[0] for c in clouds])
     width = int(sizes.max()) if n_max is None else n_max
     if int(sizes.max()) > width:
-        raise ValueError(f"cloud {int(sizes.argmax())} has {int(sizes.max())} points, more than n_max = {width}")
+        raise ValueError(
+            f"cloud {int(sizes.argmax())} has {int(sizes.max())} points, more than n_max = {width}"
+        )
     x = clouds[0].new_zeros(len(clouds), width, d)
     for i, c in enumerate(clouds):
         x[i, : c.shape[0]] = c

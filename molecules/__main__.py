@@ -18,9 +18,28 @@ def _config(args):
 
     cfg = preset(PRESETS, args.preset)
     overrides = {"seed": args.seed, "device": args.device}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key] = _parse_value(getattr(cfg, key, None), value, key)
     if getattr(args, "property", None):
         overrides["properties"] = tuple(args.property)
     return apply_overrides(cfg, overrides)
+
+
+def _parse_value(current, value: str, key: str):
+    """A --set value in the type of the config field it replaces."""
+    if isinstance(current, bool):
+        if value not in ("true", "false"):
+            raise ValueError(f"--set {key} expects true or false, got {value!r}")
+        return value == "true"
+    if isinstance(current, tuple):
+        return tuple(type(current[0])(v) if current else v for v in value.split(","))
+    try:
+        return type(current)(value) if current is not None else json.loads(value)
+    except ValueError:
+        raise ValueError(f"--set {key}: cannot read {value!r} as {type(current).__name__}") from None
 
 
 def _run_dir(args, default: str) -> Path:
@@ -33,6 +52,9 @@ def _common(p: argparse.ArgumentParser, property_help: str = "property (repeat f
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--out", default=None, help="run folder (default runs/molecules/<command>-<preset>)")
     p.add_argument("--property", action="append", default=None, help=property_help)
+    p.add_argument(
+        "--set", action="append", default=None, metavar="KEY=VALUE", help="override a config field"
+    )
 
 
 def cmd_train(args) -> None:
@@ -80,14 +102,15 @@ def cmd_evaluate(args) -> None:
 def cmd_benchmark(args) -> None:
     from .benchmark import run_benchmark
 
-    metrics = run_benchmark(_config(args), _run_dir(args, f"benchmark-{args.preset}"), args.preset)
+    metrics = run_benchmark(_config(args), _run_dir(args, f"benchmark-{args.preset}"), args.preset, args.set)
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2))
 
 
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
-    print(json.dumps(run_demo(Path(args.out or "runs/molecules/demo"), seed=args.seed), indent=2))
+    out = Path(args.out or "runs/molecules/demo")
+    print(json.dumps(run_demo(out, seed=args.seed, device=args.device), indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("train", help="train EDM, guidance regressors and/or evaluators (cached, resumable)")
     _common(p)
     p.add_argument("--stage", action="append", choices=["edm", "regressor", "evaluator"], required=True)
-    p.add_argument("--joint", action="store_true", help="one EDM conditioned on all --property values at once")
+    p.add_argument(
+        "--joint", action="store_true", help="one EDM conditioned on all --property values at once"
+    )
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("sample", help="sample molecules from a trained EDM (SDF + XYZ)")
@@ -126,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("demo", help="a short run on a small cached subset (< 3 minutes)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda")
     p.add_argument("--out", default=None)
     p.set_defaults(fn=cmd_demo)
 

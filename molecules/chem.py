@@ -61,6 +61,9 @@ def bond_order(a: str, b: str, distance: float) -> int:
 
 def bond_orders(positions: np.ndarray, elements: Sequence[str]) -> np.ndarray:
     """Symmetric (n, n) int matrix of bond orders; positions (n, 3) in Å."""
+    unknown = sorted(set(elements) - set(VALENCE))
+    if unknown:
+        raise ValueError(f"unknown element(s) {unknown}; expected elements among {sorted(VALENCE)}")
     pos = np.asarray(positions, dtype=np.float64)
     n = len(elements)
     if pos.shape != (n, 3):

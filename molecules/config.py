@@ -16,7 +16,8 @@ class MoleculesConfig:
     Sizes: ``hidden`` / ``layers`` for EDM's dynamics, ``reg_*`` for the time-dependent guidance
     regressors, ``eval_*`` for the independent evaluation classifier (trained on the other half
     of QM9's training set). ``num_steps`` is T of EDM's polynomial schedule; ``sample_steps`` the
-    number of ancestral steps used when sampling (a sub-grid of the T steps).
+    number of ancestral steps used when sampling (a sub-grid of the T steps); EEGSDE's energy
+    acts for t <= ``guide_until`` (a fraction of the schedule's time).
     ``properties`` lists the properties benchmarked one at a time (conditional EDM vs EEGSDE).
     """
 
@@ -27,21 +28,22 @@ class MoleculesConfig:
     layers: int = 4
     num_steps: int = 500
     batch_size: int = 64
-    edm_steps: int = 6000
+    edm_steps: int = 8000
     edm_lr: float = 3e-4
     ema_decay: float = 0.999
     reg_hidden: int = 64
     reg_layers: int = 4
-    reg_steps: int = 3000
+    reg_steps: int = 4000
     reg_lr: float = 3e-4
     eval_hidden: int = 64
     eval_layers: int = 4
-    eval_steps: int = 2500
+    eval_steps: int = 3000
     eval_lr: float = 5e-4
     num_targets: int = 400
     sample_steps: int = 100
     sample_batch: int = 400
     scales: tuple[float, ...] = (1.0,)
+    guide_until: float = 0.6
     xtb_calibration: int = 300
     speed_batch: int = 32
     speed_repeats: int = 3
@@ -61,7 +63,9 @@ class MoleculesConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.sample_steps > self.num_steps - 1:
-            raise ValueError(f"sample_steps must be <= num_steps - 1 = {self.num_steps - 1}, got {self.sample_steps}")
+            raise ValueError(
+                f"sample_steps must be <= num_steps - 1 = {self.num_steps - 1}, got {self.sample_steps}"
+            )
 
 
 PRESETS = {

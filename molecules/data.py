@@ -68,7 +68,9 @@ def qm9_csv_dir() -> Path:
     """The folder of ``qm9pack``'s CSVs (located without importing the package)."""
     spec = importlib.util.find_spec("qm9pack")
     if spec is None or not spec.submodule_search_locations:
-        raise DatasetNotFoundError("QM9 (PyPI package qm9pack)", "qm9pack", "install it with `pip install qm9pack`")
+        raise DatasetNotFoundError(
+            "QM9 (PyPI package qm9pack)", "qm9pack", "install it with `pip install qm9pack`"
+        )
     folder = Path(next(iter(spec.submodule_search_locations))) / "data"
     if not (folder / "qm9_part1.csv").exists():
         raise DatasetNotFoundError("QM9 CSVs", folder, "reinstall qm9pack")

@@ -72,9 +72,13 @@ class EGNNLayer(nn.Module):
         return m * self.att(m)
 
     def _coord_weight(self, m: Tensor, dist2: Tensor) -> Tensor:
-        return torch.tanh(self.coord_mlp(m)) * self.coords_range / ((dist2 + 1e-8).sqrt() + self.norm_constant)
+        return (
+            torch.tanh(self.coord_mlp(m)) * self.coords_range / ((dist2 + 1e-8).sqrt() + self.norm_constant)
+        )
 
-    def forward(self, h: Tensor, x: Tensor, e0: Tensor, emask: Tensor, nmask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, h: Tensor, x: Tensor, e0: Tensor, emask: Tensor, nmask: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """Dense step: h (B, N, H), x (B, N, 3), e0 (B, N, N, 1) initial d^2, masks (B, N, N) / (B, N)."""
         diff, d2 = pair_geometry(x)
         hid = self.hidden
@@ -138,7 +142,8 @@ class EGNN(nn.Module):
         self.layout = layout
         self.embed = nn.Linear(in_features, hidden)
         self.blocks = nn.ModuleList(
-            EGNNLayer(hidden, coords_range=coords_range / layers, norm_factor=norm_factor) for _ in range(layers)
+            EGNNLayer(hidden, coords_range=coords_range / layers, norm_factor=norm_factor)
+            for _ in range(layers)
         )
         self.out = nn.Linear(hidden, out_features)
 

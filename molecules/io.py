@@ -49,7 +49,9 @@ def read_xyz(path: str | Path) -> list[Molecule]:
                 els.append(parts[0])
                 pos.append([float(v) for v in parts[1:4]])
             except (IndexError, ValueError):
-                raise ValueError(f"{path}: line {j + 1}: expected 'Element x y z', got {lines[j]!r}") from None
+                raise ValueError(
+                    f"{path}: line {j + 1}: expected 'Element x y z', got {lines[j]!r}"
+                ) from None
             if len(pos[-1]) != 3:
                 raise ValueError(f"{path}: line {j + 1}: expected 'Element x y z', got {lines[j]!r}")
         out.append((np.array(pos, dtype=np.float64).reshape(n, 3), els))

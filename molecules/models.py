@@ -103,7 +103,9 @@ class EDMDynamics(ModelMixin, nn.Module):
         if self.context_dim:
             if context is None or context.shape != (b, self.context_dim):
                 got = None if context is None else tuple(context.shape)
-                raise ValueError(f"this model is conditional: context must have shape ({b}, {self.context_dim}), got {got}")
+                raise ValueError(
+                    f"this model is conditional: context must have shape ({b}, {self.context_dim}), got {got}"
+                )
             parts.append(context.to(x.dtype)[:, None, :].expand(b, n, self.context_dim))
         h_out, pos_out = self.backbone(torch.cat(parts, -1), pos, mask)
         eps = torch.cat([pos_out - pos, h_out], -1)

@@ -35,7 +35,9 @@ __all__ = [
 POSITIONS = slice(0, 3)
 
 
-def molecule_state(positions: Tensor, types: Tensor, num_types: int, charges: Tensor) -> tuple[Tensor, Tensor]:
+def molecule_state(
+    positions: Tensor, types: Tensor, num_types: int, charges: Tensor
+) -> tuple[Tensor, Tensor]:
     """EDM's state from padded molecules.
 
     Args:
@@ -77,7 +79,9 @@ def decode(x: Tensor, mask: Tensor, remove_h: bool) -> list[tuple[np.ndarray, li
 
 def _loader(tensors: Sequence[Tensor], batch_size: int, seed: int) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=True, drop_last=True, generator=g)
+    return DataLoader(
+        TensorDataset(*tensors), batch_size=batch_size, shuffle=True, drop_last=True, generator=g
+    )
 
 
 def train_edm(
@@ -155,13 +159,13 @@ def train_regressor(
 def property_energy(
     regressors: Sequence[PropertyRegressor],
     targets: Tensor,
-    mask: Tensor,
     schedule,
     weights: Sequence[float] | None = None,
 ):
-    """EEGSDE's energy E(x_t, t) = sum_p w_p (g_p(x_t, t) - c_p)^2, shape (B,).
+    """EEGSDE's energy ``E(x_t, t, node_mask, **cond) = sum_p w_p (g_p(x_t, t) - c_p)^2``, shape (B,).
 
-    ``targets`` (B, P) are in each regressor's normalised units; ``mask`` (B, N).
+    ``targets`` (B, P) are in each regressor's normalised units; the (B, N) node mask comes from
+    the sampler's conditioning, as for the network.
     """
     weights = [1.0] * len(regressors) if weights is None else list(weights)
     if targets.shape[1] != len(regressors) or len(weights) != len(regressors):
@@ -170,14 +174,34 @@ def property_energy(
             f"got targets {tuple(targets.shape)} and {len(weights)} weights"
         )
 
-    def energy(x: Tensor, t: Tensor) -> Tensor:
-        step = schedule.model_time(torch.as_tensor(t, dtype=torch.float64, device=x.device).expand(x.shape[0]))
+    def energy(x: Tensor, t: Tensor, node_mask: Tensor, **cond) -> Tensor:
+        step = schedule.model_time(
+            torch.as_tensor(t, dtype=torch.float64, device=x.device).expand(x.shape[0])
+        )
         total = x.new_zeros(x.shape[0])
         for p, (g, w) in enumerate(zip(regressors, weights, strict=True)):
-            total = total + w * (g(x, step.to(x.dtype), mask) - targets[:, p].to(x.dtype)) ** 2
+            total = total + w * (g(x, step.to(x.dtype), node_mask) - targets[:, p].to(x.dtype)) ** 2
         return total
 
     return energy
+
+
+class ClipDenoised:
+    """Keep the denoised estimate x0(x_t) in the data's range (DDPM's clipped x0, made equivariant).
+
+    Each atom's centred position is shrunk to norm <= ``radius`` Å and the type / charge
+    features are clamped to [0, 1]. Near t_max, alpha_t ~ 0.003 turns any error of the noise
+    prediction into a 300x larger error of x0; clipping stops that from compounding over steps.
+    """
+
+    def __init__(self, radius: float) -> None:
+        self.radius = float(radius)
+
+    def __call__(self, x0: Tensor) -> Tensor:
+        pos = x0[..., :3]
+        norm = pos.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        pos = pos * (self.radius / norm).clamp(max=1.0)
+        return torch.cat([pos, x0[..., 3:].clamp(0.0, 1.0)], -1)
 
 
 def sample_molecules(
@@ -187,6 +211,8 @@ def sample_molecules(
     *,
     energy=None,
     scale: float = 1.0,
+    guide_until: float = 0.6,
+    clip_radius: float | None = 6.0,
     steps: int | None = None,
     generator: torch.Generator | None = None,
     n_max: int | None = None,
@@ -194,17 +220,29 @@ def sample_molecules(
 ) -> tuple[Tensor, Tensor]:
     """Ancestral sampling of molecules of the given sizes (B,); returns x (B, N, D) and the mask.
 
-    ``energy(x, t, mask) -> (B,)``-style closures from :func:`property_energy` add EEGSDE's
-    guidance with strength ``scale``. The same generator state gives the same initial noise and
+    ``energy(x, t, node_mask, **cond) -> (B,)`` (e.g. from :func:`property_energy`) adds EEGSDE's
+    guidance with strength ``scale`` for t <= ``guide_until`` * t_max: at higher noise a trained
+    regressor is flat, and on a coarse sampling grid the DDPM step multiplies a noise-space
+    correction by up to alpha_s / alpha_t (>> 1 near t_max), so guidance there only adds
+    instability. ``clip_radius`` (Å) bounds the denoised estimate (see :class:`ClipDenoised`;
+    None disables it). The same generator state gives the same initial noise and
     step noise to every method (paired comparisons).
     """
     net = denoiser.net
+    if clip_radius is not None:
+        denoiser = core.Denoiser(
+            net, denoiser.schedule, denoiser.prediction, thresholding=ClipDenoised(clip_radius)
+        )
     device = next(net.parameters()).device
     mask = node_mask(num_atoms.to(device), n_max)
     b, n = mask.shape
     x_t = zero_com_noise((b, n, net.state_dim), mask, generator=generator)
-    project = Project(lambda x, t: remove_mean(x, mask, POSITIONS))
-    guide = project if energy is None else combine(Energy(energy, scale), project)
+    project = Project.masked_zero_mean("node_mask", POSITIONS)
+    if energy is None:
+        guide = project
+    else:
+        window = (denoiser.schedule.t_min, guide_until * denoiser.schedule.t_max)
+        guide = combine(Energy(energy, scale), project, windows=[window, None])
     num = net.num_steps - 1 if steps is None else steps
     cond = {"node_mask": mask, "context": context}
     grad_ctx = torch.no_grad() if energy is None else torch.enable_grad()
@@ -213,7 +251,7 @@ def sample_molecules(
             denoiser,
             x_t,
             method="ddpm",
-            grid="time_uniform",
+            grid="logsnr",
             steps=num,
             guide=guide,
             cond=cond,

@@ -98,13 +98,17 @@ def stage_evaluator(cfg: MoleculesConfig, run: Path, prop: str, splits: Splits) 
     return _regressor(cfg, run / f"evaluator_{prop}", prop, splits, time_dependent=False)
 
 
-def _regressor(cfg: MoleculesConfig, out: Path, prop: str, splits: Splits, time_dependent: bool) -> PropertyRegressor:
+def _regressor(
+    cfg: MoleculesConfig, out: Path, prop: str, splits: Splits, time_dependent: bool
+) -> PropertyRegressor:
     if (out / "model" / "config.json").exists():
         return from_pretrained(PropertyRegressor, out / "model").eval()
     part = splits.generator if time_dependent else splits.evaluator
     mean, std = splits.stats(prop)
     k = len(elements(cfg.remove_h))
-    hidden, layers = (cfg.reg_hidden, cfg.reg_layers) if time_dependent else (cfg.eval_hidden, cfg.eval_layers)
+    hidden, layers = (
+        (cfg.reg_hidden, cfg.reg_layers) if time_dependent else (cfg.eval_hidden, cfg.eval_layers)
+    )
     steps, lr = (cfg.reg_steps, cfg.reg_lr) if time_dependent else (cfg.eval_steps, cfg.eval_lr)
     net = PropertyRegressor(k, hidden, layers, cfg.num_steps, time_dependent, mean, std)
     x, mask = dataset_state(part)

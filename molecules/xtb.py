@@ -44,7 +44,9 @@ def xtb_properties(numbers: np.ndarray, positions: np.ndarray) -> dict[str, floa
     """GFN2-xTB single point: HOMO, LUMO, gap (meV) and dipole norm (D); positions in Å."""
     from tblite.interface import Calculator
 
-    calc = Calculator("GFN2-xTB", np.asarray(numbers), np.asarray(positions, dtype=np.float64) * _ANGSTROM_TO_BOHR)
+    calc = Calculator(
+        "GFN2-xTB", np.asarray(numbers), np.asarray(positions, dtype=np.float64) * _ANGSTROM_TO_BOHR
+    )
     calc.set("verbosity", 0)
     res = calc.singlepoint()
     energies = res.get("orbital-energies")

@@ -72,7 +72,9 @@ def denoising_loss(
         try:
             w = torch.broadcast_to(mask.to(err.dtype), err.shape)
         except RuntimeError:
-            raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to x0's {tuple(x0.shape)}") from None
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not broadcast to x0's {tuple(x0.shape)}"
+            ) from None
         total = w.reshape(b, -1).sum(dim=1)
         per_sample = (err * w).reshape(b, -1).sum(dim=1) / total.clamp(min=torch.finfo(err.dtype).tiny)
     else:
