@@ -160,6 +160,20 @@ class Project(Guide):
         """Remove the mean over ``dim`` (e.g. the centre of mass of a point cloud)."""
         return cls(lambda x, t, **cond: x - x.mean(dim=dim, keepdim=True))
 
+    @classmethod
+    def masked_zero_mean(cls, mask_key: str = "node_mask", features: slice = slice(0, 3)) -> Project:
+        """Masked point clouds (B, N, D): centre ``x[..., features]`` over each cloud's real points
+        and zero the padding, with the (B, N) bool mask read from ``cond[mask_key]``
+        (see :mod:`core.pointcloud`)."""
+        from ..pointcloud import remove_mean
+
+        def fn(x: Tensor, t: Tensor, **cond) -> Tensor:
+            if mask_key not in cond:
+                raise ValueError(f"masked_zero_mean needs cond[{mask_key!r}]; got keys {sorted(cond)}")
+            return remove_mean(x, cond[mask_key], features)
+
+        return cls(fn)
+
 
 class Inpaint(Guide):
     """Overwrite known entries with given values after every step (Diffuser's conditioning).

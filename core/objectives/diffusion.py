@@ -39,7 +39,10 @@ def denoising_loss(
             with ``target="eps"`` gets the eps-MSE weighting).
         t: training times, shape (B,); drawn with ``schedule.sample_t`` when None.
         noise: Gaussian noise shaped like x0; drawn when None.
-        mask: optional weights broadcastable to x0 (1 = counts), e.g. to ignore padding.
+        mask: optional weights broadcastable to x0 (1 = counts), e.g. to ignore padding. Each
+            sample's loss is then the weighted mean over its own counted entries
+            (sum(w err) / sum(w)), so a padded point cloud of n points weighs like an unpadded
+            one; a sample with no counted entry contributes 0.
         reduction: ``"mean"`` (a scalar) or ``"none"`` (per-sample loss, shape (B,)).
         cond: passed to the network.
     """
@@ -66,8 +69,16 @@ def denoising_loss(
         truth = _exact(target, denoiser, x0, noise, t, a, s)
     err = (pred - truth) ** 2
     if mask is not None:
-        err = err * mask
-    per_sample = err.reshape(b, -1).mean(dim=1)
+        try:
+            w = torch.broadcast_to(mask.to(err.dtype), err.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not broadcast to x0's {tuple(x0.shape)}"
+            ) from None
+        total = w.reshape(b, -1).sum(dim=1)
+        per_sample = (err * w).reshape(b, -1).sum(dim=1) / total.clamp(min=torch.finfo(err.dtype).tiny)
+    else:
+        per_sample = err.reshape(b, -1).mean(dim=1)
     return per_sample.mean() if reduction == "mean" else per_sample
 
 
