@@ -1,6 +1,6 @@
 """Diffusion-family rows of the classic-families table (claim 6): a class-conditional U-Net DDPM,
 a rectified-flow (flow-matching) model and a consistency model distilled from that DDPM, trained
-small on the same Fashion-MNIST through the image pipeline (``core.images``), each scored by
+small on the same Fashion-MNIST through the image pipeline (``vision.generation``), each scored by
 fid_fmnist, precision/recall and sampling seconds per image on balanced class labels.
 
 Runs are cached as the image pipeline caches them (``<out>/<model>/``: resumable training,
@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from core.config import apply_overrides, preset
-from core.images.config import image_config
-from core.images.evaluate import eval_key, evaluate_run
-from core.images.train import train
+from vision.generation.config import image_config
+from vision.generation.evaluate import eval_key, evaluate_run
+from vision.generation.train import train
 
 __all__ = ["DiffusionPreset", "PRESETS", "run"]
 

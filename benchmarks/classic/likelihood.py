@@ -49,7 +49,7 @@ from core.families import (
     nll_loss,
     vae_loss,
 )
-from core.metrics.images import save_image_grid
+from core.plotting import save_image_grid
 from core.training import Trainer, TrainerConfig, resolve_device
 
 __all__ = ["LATENT_MODELS", "FLOW_MODELS", "LikelihoodPreset", "PRESETS", "run"]
@@ -243,7 +243,7 @@ def _sample(model: nn.Module, name: str, n: int, bs: int = 100) -> tuple[torch.T
 def _evaluate(
     name: str, model: nn.Module, test: torch.Tensor, config: LikelihoodPreset, folder: Path, seed: int
 ) -> dict:
-    from core.images.metrics import sample_metrics
+    from vision.generation.quality import sample_metrics
 
     model.eval()
     dev = next(model.parameters()).device
@@ -288,7 +288,7 @@ def _reference(config: LikelihoodPreset, folder: Path) -> dict:
     path = folder / "reference.json"
     if path.is_file():
         return json.loads(path.read_text())
-    from core.images.metrics import sample_metrics
+    from vision.generation.quality import sample_metrics
 
     n = config.fid_samples
     grey, _ = load_fashion_mnist(split="test")

@@ -25,8 +25,8 @@ def driver():
 @pytest.fixture
 def cheap_metrics(monkeypatch):
     """Sample metrics without the cached Fashion-MNIST classifier (it takes minutes to train)."""
-    import core.images.evaluate
-    import core.images.metrics
+    import vision.generation.evaluate
+    import vision.generation.quality
 
     def fake(dataset, images, labels=None, *, image_size=None):
         assert images.min() >= -1 and images.max() <= 1 and images.shape[1:] == (1, 28, 28)
@@ -37,8 +37,8 @@ def cheap_metrics(monkeypatch):
             "num_samples": len(images),
         }
 
-    monkeypatch.setattr(core.images.metrics, "sample_metrics", fake)
-    monkeypatch.setattr(core.images.evaluate, "sample_metrics", fake)
+    monkeypatch.setattr(vision.generation.quality, "sample_metrics", fake)
+    monkeypatch.setattr(vision.generation.evaluate, "sample_metrics", fake)
 
 
 def test_driver_runs_every_stage_and_assembles_the_table(driver, cheap_metrics, tmp_path, capsys):
