@@ -5,9 +5,11 @@ from .images import (
     image_folder_classes,
     load_fashion_mnist,
     load_idx_dataset,
+    load_image_files,
     load_image_folder,
     load_mnist,
     load_opencv_digits,
+    load_sklearn_digits,
     read_idx,
     write_idx,
 )
@@ -21,9 +23,11 @@ __all__ = [
     "image_folder_classes",
     "load_fashion_mnist",
     "load_idx_dataset",
+    "load_image_files",
     "load_image_folder",
     "load_mnist",
     "load_opencv_digits",
+    "load_sklearn_digits",
     "read_idx",
     "write_idx",
 ]

@@ -1,4 +1,5 @@
-"""Backbones: time-conditioned MLP, DDPM U-Net, U-ViT, DiT and Janner's temporal U-Net.
+"""Backbones: time-conditioned MLP, DDPM U-Net, U-ViT, DiT, Janner's temporal U-Net, and the
+time-dependent classifier (the U-Net's encoder half with a pooled head).
 
 Every backbone is called as ``net(x, t, y=None)`` (the temporal U-Net as ``net(x, t)``) and
 returns a tensor shaped like ``x``.
@@ -9,6 +10,7 @@ from .dit import DiT, DiTConfig
 from .embeddings import SinusoidalEmbedding, TimeMLP
 from .mlp import MLPConfig, MLPNet
 from .temporal_unet import TemporalUnet
+from .time_classifier import TimeClassifier
 from .unet import UNet, UNetConfig
 from .uvit import UViT, UViTConfig
 
@@ -20,6 +22,7 @@ __all__ = [
     "MLPNet",
     "SinusoidalEmbedding",
     "TemporalUnet",
+    "TimeClassifier",
     "TimeEmbedding",
     "TimeMLP",
     "UNet",
