@@ -1,4 +1,4 @@
-"""Image-generation benchmark: the six claims of issue 6 on Fashion-MNIST and a 2-D toy.
+"""Image-generation benchmark: six claims of the image papers on Fashion-MNIST and a 2-D toy.
 
     python benchmarks/image_generation.py --preset quick [--stages ddpm,cfg] [--out runs/core/bench_quick]
 
@@ -24,19 +24,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from core.data.paths import atomic_write
-from core.images.config import image_config
-from core.images.distill2d import DISTILL2D_PRESETS, run_distill2d
-from core.images.evaluate import evaluate_run
-from core.images.metrics import feature_classifier, sample_metrics
-from core.images.models import load_run
-from core.images.train import load_training_data, train
-from core.objectives import straightness
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
+
+from benchmarks.distill2d import DISTILL2D_PRESETS, run_distill2d  # noqa: E402
+from core.data.paths import atomic_write  # noqa: E402
+from core.objectives import straightness  # noqa: E402
+from vision.generation.config import image_config  # noqa: E402
+from vision.generation.evaluate import evaluate_run  # noqa: E402
+from vision.generation.models import load_run  # noqa: E402
+from vision.generation.quality import feature_classifier, sample_metrics  # noqa: E402
+from vision.generation.train import load_training_data, train  # noqa: E402
 
 STAGES = ("distill2d", "ddpm", "cfg", "uvit", "dit", "flow", "reflow", "consistency", "ancestral")
 CFG_SCALES = (1.0, 2.0, 4.0)
@@ -152,7 +155,7 @@ def run_stage(stage: str, root: Path, preset: str, seed: int) -> dict:
 
 
 def claims(results: dict) -> dict:
-    """The issue's numbered claims, from whatever stages have results."""
+    """The numbered claims, from whatever stages have results."""
     fid = "fid_fmnist"
     r = {k: v.get("rows", {}) for k, v in results.items()}
     out = {}

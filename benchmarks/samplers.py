@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -20,11 +21,13 @@ import torch
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
 
+from benchmarks.analytic_dpm import analytic_dpm_nll, analytic_dpm_sample_error  # noqa: E402
 from core import Denoiser, VESchedule, VPSchedule  # noqa: E402
+from core.oracle import GaussianMixture  # noqa: E402
 from core.sampling import get_method, sample  # noqa: E402
 from core.schedules import linear_betas  # noqa: E402
-from core.testing import GaussianMixture, analytic_dpm_nll, analytic_dpm_sample_error  # noqa: E402
 
 N_TRAIN = 1000
 CONVERGENCE = {
@@ -81,8 +84,9 @@ def convergence(n: int, seed: int) -> dict:
 
 
 # --- 2. parity with diffusers --------------------------------------------------------------
-class TimeMLP(torch.nn.Module):
-    """A fixed random eps-network of (x, float timestep), as in tests/core/test_diffusers_parity.py."""
+class FixedRandomNet(torch.nn.Module):
+    """A small fixed random eps-network of (x, float timestep in 0..N_TRAIN): the same on both
+    sides of a parity check, so only the solvers differ."""
 
     def __init__(self, dim: int = 4, width: int = 32) -> None:
         super().__init__()
@@ -117,7 +121,7 @@ def _run_diffusers(scheduler, net, x: torch.Tensor) -> torch.Tensor:
 def parity(seed: int) -> dict:
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-    net = TimeMLP()
+    net = FixedRandomNet()
     out = {}
     for dtype in (torch.float64, torch.float32):
         x_T = torch.randn(64, 4, generator=_gen(seed), dtype=dtype)

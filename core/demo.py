@@ -1,5 +1,4 @@
-"""The core demo: a small diffusion model on a 2-D toy density, sampled by several solvers,
-then (:func:`run_image_stage`) a small class-conditional image model sampled by two solvers.
+"""The core demo: a small diffusion model on a 2-D toy density, sampled by several solvers.
 
 Trains a time-conditioned MLP (eps prediction, linear VP schedule) on "two moons" with the
 :class:`core.Trainer`, then draws the same initial noise through DDPM, DDIM, DPM-Solver(-3),
@@ -25,15 +24,15 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 from .config import save_config  # noqa: E402
 from .data.paths import atomic_write  # noqa: E402
 from .denoiser import Denoiser  # noqa: E402
+from .metrics import sliced_wasserstein  # noqa: E402
 from .nets.mlp import MLPConfig, MLPNet  # noqa: E402
 from .objectives import denoising_loss  # noqa: E402
 from .plotting import save_figure  # noqa: E402
 from .sampling import CountingNet, sample  # noqa: E402
 from .schedules import VPSchedule  # noqa: E402
-from .testing import sliced_wasserstein  # noqa: E402
 from .training import Trainer, TrainerConfig, resolve_device  # noqa: E402
 
-__all__ = ["ToyDemoConfig", "PRESETS", "two_moons", "run_image_stage", "run_toy_demo"]
+__all__ = ["ToyDemoConfig", "PRESETS", "two_moons", "run_toy_demo"]
 
 
 @dataclass
@@ -203,21 +202,3 @@ def _report(metrics: dict, path: Path) -> None:
     lines += ["", "![samples of each solver](./samplers.png)", ""]
     with atomic_write(path) as tmp:
         tmp.write_text("\n".join(lines))
-
-
-def run_image_stage(name: str, out: Path, device: str = "cpu", seed: int = 0, progress: bool = True) -> dict:
-    """The image stage (:mod:`core.images.demo`, preset ``name``): adds ``image_samples.png``,
-    a section of ``report.md`` and the key ``"image_stage"`` of ``metrics.json`` in ``out``."""
-    from .images.demo import image_demo_config, image_report, run_image_demo
-
-    metrics = run_image_demo(image_demo_config(name), out, device=device, seed=seed, progress=progress)
-    report = out / "report.md"
-    text = report.read_text().rstrip("\n") + "\n\n" if report.is_file() else ""
-    with atomic_write(report) as tmp:
-        tmp.write_text(text + "\n".join(image_report(metrics)))
-    path = out / "metrics.json"
-    merged = json.loads(path.read_text()) if path.is_file() else {}
-    merged["image_stage"] = metrics
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(merged, indent=2))
-    return metrics

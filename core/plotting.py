@@ -1,18 +1,24 @@
-"""Figures: every PNG the project draws is written through :func:`save_figure`."""
+"""Figures: every PNG the project draws is written through :func:`save_figure` (matplotlib)
+or :func:`save_image_grid` (a grid of images, pixel for pixel)."""
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from torch import Tensor  # noqa: E402
 
 from .data.paths import atomic_write  # noqa: E402
 
-__all__ = ["save_figure"]
+__all__ = ["save_figure", "save_image_grid"]
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
@@ -23,3 +29,41 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
         fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def save_image_grid(
+    images: Tensor,
+    path: str | os.PathLike,
+    *,
+    nrow: int | None = None,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+    padding: int = 2,
+    scale: int = 1,
+) -> None:
+    """Write images (N, C, H, W), C = 1 or 3, as one PNG grid (atomically).
+
+    Values are mapped from ``value_range`` to 0..255 (clipped); ``nrow`` images per row
+    (default ceil(sqrt(N))), ``padding`` pixels of black between them; ``scale`` enlarges
+    each pixel into a scale x scale block.
+    """
+    from PIL import Image
+
+    if images.dim() != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
+        raise ValueError(f"images must be (N >= 1, 1 or 3, H, W), got {tuple(images.shape)}")
+    lo, hi = value_range
+    if not hi > lo:
+        raise ValueError(f"value_range must be increasing, got {value_range}")
+    x = ((images.detach().float().cpu() - lo) / (hi - lo)).clamp(0, 1).mul(255).round().to(torch.uint8)
+    n, c, h, w = x.shape
+    ncol = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / ncol)
+    grid = np.zeros((c, rows * (h + padding) + padding, ncol * (w + padding) + padding), dtype=np.uint8)
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        y0, x0 = padding + r * (h + padding), padding + q * (w + padding)
+        grid[:, y0 : y0 + h, x0 : x0 + w] = x[i].numpy()
+    if scale > 1:
+        grid = grid.repeat(scale, axis=1).repeat(scale, axis=2)
+    img = Image.fromarray(grid[0] if c == 1 else grid.transpose(1, 2, 0), mode=None)
+    with atomic_write(path) as tmp:
+        img.save(tmp, format="PNG")

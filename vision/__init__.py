@@ -1,0 +1,10 @@
+"""anneal.vision: image applications on ``core``.
+
+- :mod:`vision.generation`: train, sample and evaluate any family (DDPM, rectified flow,
+  reflow, consistency distillation) on any backbone (U-Net, U-ViT, DiT) on real images
+  (Fashion-MNIST, the OpenCV digits);
+- :mod:`vision.classifier`: the feature classifier behind ``fid_fmnist`` / ``fid_digits``;
+- :mod:`vision.demo`: the package's stage of the main job.
+
+Command line: ``python -m vision {train,sample,evaluate,demo} --help``.
+"""

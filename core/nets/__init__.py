@@ -7,7 +7,7 @@ returns a tensor shaped like ``x``.
 
 from .conditioning import ClassEmbedding, TimeEmbedding
 from .dit import DiT, DiTConfig
-from .embeddings import SinusoidalEmbedding, TimeMLP
+from .embeddings import SinusoidalEmbedding
 from .mlp import MLPConfig, MLPNet
 from .temporal_unet import TemporalUnet
 from .time_classifier import TimeClassifier
@@ -24,7 +24,6 @@ __all__ = [
     "TemporalUnet",
     "TimeClassifier",
     "TimeEmbedding",
-    "TimeMLP",
     "UNet",
     "UNetConfig",
     "UViT",

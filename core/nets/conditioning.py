@@ -49,19 +49,32 @@ def check_image(x: Tensor, channels: int, size: int, name: str) -> None:
         )
 
 
+_ACTIVATIONS = {"silu": nn.SiLU, "mish": nn.Mish}
+
+
 class TimeEmbedding(nn.Module):
     """Sinusoidal embedding (:class:`SinusoidalEmbedding`) of ``time_scale * t`` followed by an
-    MLP: (B,) -> (B, out_dim). With ``hidden_dim=None`` there is no MLP and ``out_dim`` is the
-    sinusoid's width."""
+    MLP Linear(freq_dim, hidden_dim) - activation - Linear(hidden_dim, out_dim): (B,) -> (B, out_dim).
+    With ``hidden_dim=None`` there is no MLP and ``out_dim`` is the sinusoid's width.
+    ``activation``: ``"silu"`` (DDPM, DiT, U-ViT) or ``"mish"`` (Janner's temporal U-Net)."""
 
     def __init__(
-        self, out_dim: int, freq_dim: int = 256, hidden_dim: int | None = None, time_scale: float = 1000.0
+        self,
+        out_dim: int,
+        freq_dim: int = 256,
+        hidden_dim: int | None = None,
+        time_scale: float = 1000.0,
+        activation: str = "silu",
     ) -> None:
         super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(_ACTIVATIONS)}")
         self.time_scale = float(time_scale)
         self.sinusoid = SinusoidalEmbedding(freq_dim if hidden_dim is not None else out_dim)
         self.mlp = (
-            nn.Sequential(nn.Linear(freq_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, out_dim))
+            nn.Sequential(
+                nn.Linear(freq_dim, hidden_dim), _ACTIVATIONS[activation](), nn.Linear(hidden_dim, out_dim)
+            )
             if hidden_dim is not None
             else nn.Identity()
         )

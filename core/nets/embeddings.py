@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SinusoidalEmbedding", "TimeMLP"]
+__all__ = ["SinusoidalEmbedding"]
 
 
 class SinusoidalEmbedding(nn.Module):
@@ -27,18 +27,3 @@ class SinusoidalEmbedding(nn.Module):
     def forward(self, t: Tensor) -> Tensor:
         args = t.reshape(-1, 1).to(self.freqs.dtype) * self.freqs
         return torch.cat([args.sin(), args.cos()], dim=-1)
-
-
-class TimeMLP(nn.Module):
-    """Sinusoidal embedding followed by Linear(dim, hidden) - Mish - Linear(hidden, out_dim)."""
-
-    def __init__(self, dim: int, out_dim: int | None = None, hidden: int | None = None) -> None:
-        super().__init__()
-        hidden = hidden or 4 * dim
-        self.net = nn.Sequential(
-            SinusoidalEmbedding(dim), nn.Linear(dim, hidden), nn.Mish(), nn.Linear(hidden, out_dim or dim)
-        )
-
-    def forward(self, t: Tensor) -> Tensor:
-        """t (B,) -> (B, out_dim)."""
-        return self.net(t)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .embeddings import TimeMLP
+from .conditioning import TimeEmbedding
 
 __all__ = ["TemporalUnet"]
 
@@ -81,7 +81,9 @@ class TemporalUnet(nn.Module):
         self.cond_dim = cond_dim
         dims = [transition_dim + cond_dim, *(dim * m for m in dim_mults)]
         in_out = list(zip(dims[:-1], dims[1:], strict=True))
-        self.time_mlp = TimeMLP(dim)
+        self.time_mlp = TimeEmbedding(
+            dim, freq_dim=dim, hidden_dim=4 * dim, time_scale=1.0, activation="mish"
+        )
         self.downs = nn.ModuleList()
         for k, (din, dout) in enumerate(in_out):
             last = k == len(in_out) - 1

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import core
+from benchmarks.analytic_dpm import analytic_dpm_nll, analytic_dpm_sample_error
 from core.likelihood import nll_bound, nll_bounds
+from core.oracle import GaussianMixture
 from core.sampling import analytic
 from core.sampling.analytic import (
     GammaTable,
@@ -16,7 +18,6 @@ from core.sampling.analytic import (
     load_gamma,
     step_coefficients,
 )
-from core.testing import GaussianMixture, analytic_dpm_nll, analytic_dpm_sample_error
 
 
 @pytest.fixture(scope="module")

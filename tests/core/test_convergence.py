@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import core
-from core.testing import GaussianMixture
+from core.oracle import GaussianMixture
 
 T_START, T_END, N_TRAJ = 1.0, 1e-3, 256
 

@@ -1,7 +1,7 @@
-"""The main job's plumbing: preset validation and report assembly (the demo itself runs in
-tests/core/test_image_pipeline.py::test_demo_smoke)."""
+"""The core demo at its smoke size, and the main job's plumbing: preset validation and report assembly."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,18 @@ def test_unknown_preset_is_refused_with_the_valid_names(capsys):
 
 def test_driver_finds_package_demos_and_relinks_figures():
     driver = load_driver()
-    assert driver.has_demo("core") and driver.has_demo("control")
+    assert driver.has_demo("core") and driver.has_demo("control") and driver.has_demo("vision")
     assert not driver.has_demo("molecules")  # no CLI yet: skipped by the main job
     assert driver._relink("![x](./plans.png)", "control") == "![x](control/plans.png)"
+
+
+def test_core_demo_smoke(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--preset", "smoke", "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    report = (out / "report.md").read_text()
+    assert report.startswith("## core") and "six samplers" in report and "](./samplers.png)" in report
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["solvers"]) == 6 and (out / "samplers.png").is_file()
+    # the ancestral samplers land near held-out data even after the smoke preset's 200 steps
+    sw = {r["method"]: r["sliced_wasserstein"] for r in metrics["solvers"]}
+    assert sw["ddpm"] < 0.5 and sw["euler_maruyama"] < 0.5

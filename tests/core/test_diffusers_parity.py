@@ -8,32 +8,17 @@ same time grid: diffusers' own timesteps (t = (n + 1) / N here) down to timestep
 import pytest
 import torch
 
+from benchmarks.samplers import N_TRAIN as N
+from benchmarks.samplers import FixedRandomNet
 from core import Denoiser, VPSchedule
 from core.sampling import sample
-
-N = 1000
-
-
-class TimeMLP(torch.nn.Module):
-    """A small fixed random eps-network of (x, float timestep)."""
-
-    def __init__(self, dim: int = 4, width: int = 32) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.register_buffer("w1", torch.randn(dim + 2, width, generator=g) / dim**0.5)
-        self.register_buffer("w2", torch.randn(width, dim, generator=g) / width**0.5)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        tt = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0])[:, None] / N
-        h = torch.cat([x, torch.sin(3 * tt), torch.cos(3 * tt)], 1) @ self.w1.to(x.dtype)
-        return torch.tanh(h) @ self.w2.to(x.dtype) + 0.5 * x
 
 
 def _setup(scheduler_cls, **config):
     sch = scheduler_cls(num_train_timesteps=N, beta_schedule="linear", **config)
     ac = sch.alphas_cumprod.to(torch.float64)
     betas = 1 - ac / torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
-    return sch, Denoiser(TimeMLP(), VPSchedule.discrete(betas), "eps")
+    return sch, Denoiser(FixedRandomNet(), VPSchedule.discrete(betas), "eps")
 
 
 def _grid(timesteps: torch.Tensor) -> torch.Tensor:
@@ -89,8 +74,8 @@ def test_default_beats_diffusers_default_on_the_oracle(dim):
     """Issue 3, item 3: core.sample's defaults have <= 0.5x the error of diffusers' default
     DPMSolverMultistepScheduler at 10 and 20 NFE (median over trajectories, exact oracle)."""
     diffusers = pytest.importorskip("diffusers", reason="diffusers not installed: comparison skipped")
+    from core.oracle import GaussianMixture
     from core.schedules import linear_betas
-    from core.testing import GaussianMixture
 
     gm = GaussianMixture.random(dim, k=8, seed=0, schedule=VPSchedule.discrete(linear_betas(N)))
     den = gm.as_denoiser("eps")

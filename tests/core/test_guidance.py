@@ -21,7 +21,7 @@ from core.guidance import (
     Project,
     combine,
 )
-from core.testing import GaussianMixture
+from core.oracle import GaussianMixture
 
 # (method, kwargs) triples: a deterministic first-order, the default 2M, and the reverse SDE.
 SOLVERS = [

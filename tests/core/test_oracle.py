@@ -7,8 +7,9 @@ import torch
 
 from core import LinearSchedule, VESchedule, VPSchedule
 from core.denoiser import PREDICTIONS
+from core.metrics import sliced_wasserstein
+from core.oracle import GaussianMixture
 from core.schedules import linear_betas
-from core.testing import GaussianMixture, sliced_wasserstein
 
 
 def _brute_force(gm: GaussianMixture, x: torch.Tensor, t: float):

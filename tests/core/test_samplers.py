@@ -6,9 +6,9 @@ import torch
 
 from core import LinearSchedule, VESchedule, VPSchedule
 from core.guidance import Guide
+from core.oracle import GaussianMixture
 from core.sampling import DEFAULT_GRID, DEFAULT_METHOD, get_method, grid_names, method_names, sample
 from core.schedules import linear_betas
-from core.testing import GaussianMixture
 
 SCHEDULES = {
     "vp_linear": VPSchedule.linear(),

@@ -184,7 +184,7 @@ def test_metrics_against_scikit_image():
 
 
 def test_translation_metrics_identity_accuracy():
-    from core.metrics import ClassifierConfig, FeatureClassifier
+    from vision.classifier import ClassifierConfig, FeatureClassifier
 
     torch.manual_seed(0)
     ev = FeatureClassifier(ClassifierConfig(in_channels=1, num_classes=20, width=8, feature_dim=16)).eval()

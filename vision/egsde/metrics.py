@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from core.metrics import FeatureClassifier, fid_with_classifier
+from ..classifier import FeatureClassifier, fid_with_classifier
 
 __all__ = ["l2_distance", "psnr", "ssim", "translation_metrics"]
 

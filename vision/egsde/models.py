@@ -5,7 +5,7 @@
 - the domain classifier: a :class:`core.nets.TimeClassifier` on noisy source (label 0) vs
   target (label 1) images at every diffusion time (or, for the ablation, on clean images with
   ``time_conditional=False``);
-- the evaluator: a :class:`core.metrics.FeatureClassifier` whose penultimate features define
+- the evaluator: a :class:`vision.classifier.FeatureClassifier` whose penultimate features define
   the reported FID (not Inception FID) and whose predictions give the identity accuracy.
 
 Each trainer resumes from its last checkpoint; a finished model is a ``save_pretrained`` folder.
@@ -23,10 +23,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from core import Denoiser, ModelMixin, Trainer, TrainerConfig
 from core.checkpoint import atomic_directory
-from core.metrics import ClassifierConfig, FeatureClassifier, classifier_accuracy, train_feature_classifier
 from core.nets import TimeClassifier, UNet, UNetConfig
 from core.objectives import denoising_loss, noisy_classifier_loss
 from core.schedules import VPSchedule, linear_betas
+
+from ..classifier import ClassifierConfig, FeatureClassifier, classifier_accuracy, train_feature_classifier
 
 __all__ = [
     "ModelSettings",

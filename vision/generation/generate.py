@@ -9,12 +9,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..denoiser import Denoiser
-from ..guidance import ClassifierFree
-from ..objectives import ConsistencyModel, consistency_sample
-from ..sampling import CountingNet, grid_names, method_names, sample
+from core.denoiser import Denoiser
+from core.guidance import ClassifierFree
+from core.objectives import ConsistencyModel, consistency_sample
+from core.sampling import CountingNet, grid_names, method_names, sample
+
 from .config import ImageConfig
-from .data import balanced_labels, check_labels
+from .datasets import balanced_labels, check_labels
 
 __all__ = ["CONSISTENCY", "generate"]
 

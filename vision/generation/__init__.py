@@ -2,12 +2,12 @@
 point per family (ddpm, flow, reflow, consistency) on U-Net / U-ViT / DiT, sampling with any
 ``core.sample`` solver or consistency sampling, and classifier-feature metrics.
 
-Command line (``runs/core/<name>/``: config.json, train/ checkpoints, model/, metrics.json, PNGs)::
+Command line (``runs/vision/<name>/``: config.json, train/ checkpoints, model/, metrics.json, PNGs)::
 
-    python -m core train --preset quick --model unet --family ddpm --dataset fashion_mnist
-    python -m core sample --run runs/core/ddpm_unet_fashion_mnist --method dpm_solver++ --steps 20
-    python -m core evaluate --run runs/core/ddpm_unet_fashion_mnist --method ddim --steps 10
-    python -m core train --family consistency --teacher runs/core/ddpm_unet_fashion_mnist
+    python -m vision train --preset quick --model unet --family ddpm --dataset fashion_mnist
+    python -m vision sample --run runs/vision/ddpm_unet_fashion_mnist --method dpm_solver++ --steps 20
+    python -m vision evaluate --run runs/vision/ddpm_unet_fashion_mnist --method ddim --steps 10
+    python -m vision train --family consistency --teacher runs/vision/ddpm_unet_fashion_mnist
 
 ``fid_fmnist`` / ``fid_digits`` are Frechet distances in the features of a classifier trained
 here (cached under ``$ANNEAL_DATA/fid_classifiers``); they are not Inception FIDs.
@@ -16,8 +16,8 @@ here (cached under ``$ANNEAL_DATA/fid_classifiers``); they are not Inception FID
 from .config import FAMILIES, MODELS, PRESETS, ImageConfig, image_config
 from .evaluate import evaluate_run
 from .generate import generate
-from .metrics import feature_classifier, sample_metrics
 from .models import build_denoiser, build_net, load_run
+from .quality import feature_classifier, sample_metrics
 from .train import train
 
 __all__ = [

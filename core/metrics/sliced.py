@@ -1,4 +1,4 @@
-"""Sample-quality metrics for tests and benchmarks."""
+"""Sliced 2-Wasserstein distance between two point clouds (sample quality of low-dimensional generators)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The image stage of ``python -m core demo``: a small class-conditional DDPM on the OpenCV
-digits, one grid from two solvers at the same NFE, and their ``fid_digits``.
+"""``python -m vision demo``: a small class-conditional DDPM on the OpenCV digits, one grid
+from two solvers at the same NFE, and their ``fid_digits``.
 
 Both solvers start from the same noise and labels (one class per column), so the two halves
 of ``image_samples.png`` differ only by the solver.
@@ -7,23 +7,25 @@ of ``image_samples.png`` differ only by the solver.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..config import config_to_dict, preset
-from ..metrics import save_image_grid
-from ..training import resolve_device
-from .config import image_config
-from .generate import generate
-from .metrics import sample_metrics
-from .models import load_run
-from .train import train
+from core.config import config_to_dict, preset
+from core.data.paths import atomic_write
+from core.plotting import save_image_grid
+from core.training import resolve_device
 
-__all__ = ["IMAGE_DEMO_PRESETS", "ImageDemoConfig", "image_demo_config", "image_report", "run_image_demo"]
+from .generation.config import image_config
+from .generation.generate import generate
+from .generation.models import load_run
+from .generation.quality import sample_metrics
+from .generation.train import train
+
+__all__ = ["IMAGE_DEMO_PRESETS", "ImageDemoConfig", "image_demo_config", "image_report", "run_demo"]
 
 #: The two solvers compared, as (label, core.sample method).
 DEMO_SOLVERS = (("DDIM", "ddim"), ("DPM-Solver++(2M)", "dpm_solver++"))
@@ -47,19 +49,20 @@ IMAGE_DEMO_PRESETS = {
 }
 
 
-def run_image_demo(
+def run_demo(
     config: ImageDemoConfig, out: str | Path, *, device: str = "auto", seed: int = 0, progress: bool = True
 ) -> dict:
-    """Train (resuming a run of the same config in ``out/image_model``), sample with both solvers,
-    write ``image_samples.png``; returns metrics."""
+    """Train (or resume) the model, sample with both solvers; write ``image_samples.png``,
+    ``metrics.json`` and ``report.md`` into ``out``; returns the metrics.
+
+    The model's run folder is ``out/model-<hash of its config and seed>``: another preset or
+    seed trains a new folder beside it instead of overwriting or resuming the wrong one."""
     out = Path(out)
-    run = out / "image_model"
     icfg = image_config(
         config.preset, dataset="digits", family="ddpm", model="unet", steps=config.train_steps
     )
-    saved = run / "config.json"
-    if saved.is_file() and json.loads(saved.read_text()) != config_to_dict(icfg):
-        shutil.rmtree(run)  # a model of another preset: train afresh instead of resuming it
+    key = json.dumps({"config": config_to_dict(icfg), "seed": seed}, sort_keys=True)
+    run = out / f"model-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     info = train(icfg, run, device=device, seed=seed, progress=progress)
     den, icfg = load_run(run, resolve_device(device))
     rows, grids = [], []
@@ -70,20 +73,26 @@ def run_image_demo(
         rows.append({"solver": label, "nfe": s["nfe"], "seconds": s["seconds"], **m})
         grids.append(x[: config.grid])
     save_image_grid(torch.cat(grids), out / "image_samples.png", nrow=icfg.num_classes, scale=3)
-    return {
+    metrics = {
+        "run": run.name,
         "train_steps": icfg.steps,
         "train_seconds": info["train_seconds"],
         "final_loss": info["final_loss"],
         "image_size": icfg.image_size,
         "solvers": rows,
     }
+    with atomic_write(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
+    with atomic_write(out / "report.md") as tmp:
+        tmp.write_text("\n".join(image_report(metrics)))
+    return metrics
 
 
 def image_report(metrics: dict) -> list[str]:
-    """Markdown lines of the image stage for the demo's ``report.md``."""
+    """Markdown lines of the demo's ``report.md``."""
     half = len(metrics["solvers"])
     lines = [
-        "## core — image stage: class-conditional DDPM on handwritten digits",
+        "## vision — class-conditional DDPM on handwritten digits",
         "",
         f"A U-Net DDPM (v prediction, 1000-step linear-beta schedule) trained {metrics['train_steps']} steps "
         f"({metrics['train_seconds']:.0f} s) on the 4,000 OpenCV training digits "
@@ -105,5 +114,5 @@ def image_report(metrics: dict) -> list[str]:
 
 
 def image_demo_config(name: str) -> ImageDemoConfig:
-    """The image-stage preset ``name`` (``quick`` or ``smoke``)."""
+    """The demo preset ``name`` (``quick`` or ``smoke``)."""
     return preset(IMAGE_DEMO_PRESETS, name)

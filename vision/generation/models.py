@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import load_weights, save_pretrained
-from ..config import config_to_dict
-from ..denoiser import Denoiser
-from ..nets import DiT, DiTConfig, UNet, UNetConfig, UViT, UViTConfig
-from ..nets.conditioning import check_image
-from ..schedules import LinearSchedule, NoiseSchedule, VPSchedule, linear_betas
+from core.checkpoint import load_weights, save_pretrained
+from core.config import config_to_dict
+from core.denoiser import Denoiser
+from core.nets import DiT, DiTConfig, UNet, UNetConfig, UViT, UViTConfig
+from core.nets.conditioning import check_image
+from core.schedules import LinearSchedule, NoiseSchedule, VPSchedule, linear_betas
+
 from .config import ImageConfig
 
 __all__ = ["PixelShuffled", "build_denoiser", "build_net", "load_run", "make_schedule", "save_model"]
@@ -84,12 +85,12 @@ def save_model(net: nn.Module, config: ImageConfig, directory: str | Path) -> Pa
 
 def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, ImageConfig]:
     """The trained denoiser (eval mode, on ``device``) and config of a run folder written by
-    :func:`core.images.train.train`."""
+    :func:`vision.generation.train.train`."""
     folder = Path(run) / "model"
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"no trained model in {run}: {folder / 'config.json'} is missing "
-            "(train one with python -m core train)"
+            "(train one with python -m vision train)"
         )
     raw = json.loads((folder / "config.json").read_text())["image_config"]
     config = ImageConfig(**raw)

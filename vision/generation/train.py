@@ -20,14 +20,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..config import save_config
-from ..data.paths import atomic_write
-from ..denoiser import Denoiser
-from ..nets.conditioning import ClassEmbedding
-from ..objectives import ConsistencyDistillation, ConsistencyModel, denoising_loss, flow_matching_loss
-from ..training import Trainer, TrainerConfig, resolve_device
+from core.config import save_config
+from core.data.paths import atomic_write
+from core.denoiser import Denoiser
+from core.nets.conditioning import ClassEmbedding
+from core.objectives import ConsistencyDistillation, ConsistencyModel, denoising_loss, flow_matching_loss
+from core.training import Trainer, TrainerConfig, resolve_device
+
 from .config import ImageConfig
-from .data import DATASETS, balanced_labels, check_images, check_labels, load_images
+from .datasets import DATASETS, balanced_labels, check_images, check_labels, load_images
 from .generate import generate
 from .models import build_denoiser, load_run, save_model
 

@@ -1,4 +1,4 @@
-"""SDS vs VSD on a 2-D prior with a known target (claim 5 of the image benchmark).
+"""SDS vs VSD on a 2-D prior with a known target (a stage of the image benchmark).
 
 The target is a ring of ``modes`` equal Gaussians (radius ``radius``, std ``mode_std``). A small
 MLP diffusion model (eps prediction, linear VP schedule) is trained on it and frozen: the prior.
@@ -22,15 +22,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..config import save_config
-from ..data.paths import atomic_write
-from ..denoiser import Denoiser
-from ..nets.mlp import MLPConfig, MLPNet
-from ..objectives import denoising_loss, lora_copy, particle_loss, sds_loss, vsd_loss
-from ..plotting import save_figure
-from ..schedules import VPSchedule
-from ..testing import sliced_wasserstein
-from ..training import Trainer, TrainerConfig
+from core.config import save_config
+from core.data.paths import atomic_write
+from core.denoiser import Denoiser
+from core.metrics import sliced_wasserstein
+from core.nets.mlp import MLPConfig, MLPNet
+from core.objectives import denoising_loss, lora_copy, particle_loss, sds_loss, vsd_loss
+from core.plotting import save_figure
+from core.schedules import VPSchedule
+from core.training import Trainer, TrainerConfig
 
 __all__ = ["Distill2DConfig", "DISTILL2D_PRESETS", "ring_mixture", "run_distill2d"]
 

@@ -11,9 +11,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import apply_overrides, preset
-from ..objectives.consistency import DISTANCES, WEIGHTINGS
-from .data import DATASETS
+from core.config import apply_overrides, preset
+from core.objectives.consistency import DISTANCES, WEIGHTINGS
+
+from .datasets import DATASETS
 
 __all__ = ["FAMILIES", "MODELS", "ImageConfig", "PRESETS", "image_config"]
 

@@ -1,22 +1,34 @@
-"""``python -m core train|sample|evaluate``: the image pipeline's commands."""
+"""``python -m vision train|sample|evaluate|translate|benchmark|demo``: the vision command line."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from ..data.paths import DatasetNotFoundError
-from ..metrics import save_image_grid
-from ..training import resolve_device
-from .config import FAMILIES, MODELS, PRESETS, image_config
-from .data import DATASETS
-from .evaluate import evaluate_run
-from .generate import generate
-from .models import load_run
-from .train import train
+import torch
 
-__all__ = ["add_image_commands", "run_image_command", "USER_ERRORS"]
+from core.data.paths import DatasetNotFoundError
+from core.plotting import save_image_grid
+from core.training import resolve_device
+
+from . import demo
+from .egsde.cli import (
+    add_egsde_benchmark,
+    add_egsde_commands,
+    run_egsde_benchmark,
+    run_egsde_demo,
+    run_translate,
+)
+from .generation.config import FAMILIES, MODELS, PRESETS, image_config
+from .generation.datasets import DATASETS
+from .generation.evaluate import evaluate_run
+from .generation.generate import generate
+from .generation.models import load_run
+from .generation.train import train
+
+__all__ = ["USER_ERRORS", "build_parser", "main"]
 
 #: Errors reported as one line on stderr (exit status 2) instead of a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, DatasetNotFoundError, RuntimeError)
@@ -39,8 +51,12 @@ def _sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", help="step grid: logsnr (default), time_uniform (default for ddpm), karras, ...")
 
 
-def add_image_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``sample`` and ``evaluate`` to the ``python -m core`` parser."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m vision``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m vision", description="anneal vision: image generation and translation"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train an image model (ddpm, flow, reflow, consistency)")
     t.add_argument("--preset", default="quick", choices=sorted(PRESETS))
     t.add_argument("--model", default="unet", choices=MODELS)
@@ -50,7 +66,7 @@ def add_image_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--teacher", type=Path, help="teacher run folder (reflow: a flow; consistency: a ddpm)")
     t.add_argument("--steps", type=int, help="override the preset's training steps")
     t.add_argument("--batch-size", type=int, help="override the preset's batch size")
-    t.add_argument("--out", type=Path, help="run folder (default runs/core/<family>_<model>_<dataset>)")
+    t.add_argument("--out", type=Path, help="run folder (default runs/vision/<family>_<model>_<dataset>)")
     _common(t)
 
     s = sub.add_parser("sample", help="draw a PNG grid of class-conditional samples from a trained run")
@@ -64,16 +80,55 @@ def add_image_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--samples", type=int, help="number of samples (default: the preset's eval_samples)")
     _common(e)
 
+    add_egsde_commands(sub)
+    bench = sub.add_parser("benchmark", help="benchmarks of the vision package")
+    add_egsde_benchmark(bench.add_subparsers(dest="benchmark", required=True))
 
-def run_image_command(args: argparse.Namespace) -> int:
-    """Execute a parsed ``train|sample|evaluate`` command; returns the exit status."""
+    d = sub.add_parser(
+        "demo", help="a digits DDPM sampled by two solvers, then EGSDE digit translation (the main job)"
+    )
+    d.add_argument("--preset", default="quick", choices=sorted(demo.IMAGE_DEMO_PRESETS))
+    d.add_argument("--out", type=Path, default=Path("runs/demo/vision"), help="output folder")
+    _common(d)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m vision`` with ``argv``; returns the exit status (2 for a user error)."""
+    args = build_parser().parse_args(argv)
+    torch.manual_seed(getattr(args, "seed", 0))
+    try:
+        return _run(args)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "translate":
+        return run_translate(args)
+    if args.command == "benchmark":
+        return run_egsde_benchmark(args)
     progress = not args.no_progress
+    if args.command == "demo":
+        metrics = demo.run_demo(
+            demo.image_demo_config(args.preset),
+            args.out,
+            device=args.device,
+            seed=args.seed,
+            progress=progress,
+        )
+        for row in metrics["solvers"]:
+            print(f"digits {row['solver']:<25} NFE {row['nfe']:>5}  fid_digits {row['fid_digits']:.3f}")
+        run_egsde_demo(args.out, args.preset, device=args.device, progress=progress)
+        print(f"wrote {args.out / 'report.md'}")
+        return 0
     if args.command == "train":
         config = image_config(
             args.preset, model=args.model, family=args.family, dataset=args.dataset,
             teacher=str(args.teacher) if args.teacher else None, steps=args.steps, batch_size=args.batch_size,
         )  # fmt: skip
-        out = args.out or Path("runs/core") / f"{args.family}_{args.model}_{args.dataset}"
+        out = args.out or Path("runs/vision") / f"{args.family}_{args.model}_{args.dataset}"
         result = train(
             config, out, data_root=args.data_root, device=args.device, seed=args.seed, progress=progress
         )

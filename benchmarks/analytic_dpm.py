@@ -1,4 +1,4 @@
-"""Analytic-DPM on the exact oracle: the NLL-bound and sample-error tables of issue 3.
+"""Analytic-DPM on the exact oracle: the NLL-bound and sample-error tables.
 
 With the oracle's exact noise prediction the only differences between the rows are the reverse
 variances, so these isolate the paper's claim: the analytic variance gives a tighter bound than
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from ..likelihood import nll_bounds
-from ..sampling import make_grid, sample
-from ..sampling.analytic import estimate_gamma
-from .metrics import sliced_wasserstein
-from .oracle import GaussianMixture
+from core.likelihood import nll_bounds
+from core.metrics import sliced_wasserstein
+from core.oracle import GaussianMixture
+from core.sampling import make_grid, sample
+from core.sampling.analytic import estimate_gamma
 
 __all__ = ["analytic_dpm_nll", "analytic_dpm_sample_error", "default_mixture"]
 

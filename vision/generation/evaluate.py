@@ -12,12 +12,13 @@ from pathlib import Path
 
 import torch
 
-from ..data.paths import atomic_write
-from ..metrics import save_image_grid
-from ..training import resolve_device
+from core.data.paths import atomic_write
+from core.plotting import save_image_grid
+from core.training import resolve_device
+
 from .generate import generate
-from .metrics import sample_metrics
 from .models import load_run
+from .quality import sample_metrics
 
 __all__ = ["evaluate_run", "eval_key"]
 
@@ -45,7 +46,7 @@ def evaluate_run(
 ) -> dict:
     """Metrics (``fid_<dataset>``, precision, recall, class_accuracy, nfe, seconds) of ``samples``
     images (default the config's ``eval_samples``, balanced over classes) drawn by ``method``
-    on ``grid`` (default: see :func:`core.images.generate.generate`)."""
+    on ``grid`` (default: see :func:`vision.generation.generate.generate`)."""
     run = Path(run)
     den, config = load_run(run, resolve_device(device))
     n = samples or config.eval_samples

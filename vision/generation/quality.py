@@ -1,6 +1,6 @@
 """Sample quality of image generators in the feature space of a classifier trained here.
 
-``feature_classifier(dataset)`` trains a :class:`core.metrics.FeatureClassifier` on the dataset's
+``feature_classifier(dataset)`` trains a :class:`vision.classifier.FeatureClassifier` on the dataset's
 training split once and caches it under ``$ANNEAL_DATA/fid_classifiers/<dataset>/`` (written
 atomically, deterministic from its seed), with its test accuracy and the Gaussian statistics of
 the test-set features. ``sample_metrics`` reports the Frechet distance of generated images to
@@ -18,18 +18,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..checkpoint import atomic_directory
-from ..data.paths import data_root
-from ..metrics import (
-    ClassifierConfig,
-    FeatureClassifier,
-    classifier_accuracy,
-    frechet_distance,
-    gaussian_stats,
-    precision_recall,
-    train_feature_classifier,
-)
-from .data import DATASETS, check_images, load_images
+from core.checkpoint import atomic_directory
+from core.data.paths import data_root
+from core.metrics import frechet_distance, gaussian_stats, precision_recall
+
+from ..classifier import ClassifierConfig, FeatureClassifier, classifier_accuracy, train_feature_classifier
+from .datasets import DATASETS, check_images, load_images
 
 __all__ = ["CLASSIFIER_EPOCHS", "classifier_dir", "feature_classifier", "sample_metrics"]
 

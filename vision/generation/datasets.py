@@ -11,7 +11,7 @@ import os
 import torch
 from torch import Tensor
 
-from ..data import load_fashion_mnist, load_idx_dataset, load_opencv_digits
+from core.data import load_fashion_mnist, load_idx_dataset, load_opencv_digits
 
 __all__ = ["DATASETS", "DatasetInfo", "balanced_labels", "check_images", "check_labels", "load_images"]
 
