@@ -7,8 +7,13 @@ call itself (classifier-free guidance), and may project the state after every so
 
 Samplers never look inside a guide: they build ``fn = model_fn(denoiser, guide, cond)`` once
 and call ``x0, eps = fn(x, t, step)`` for every network evaluation and
-``x = guide.project(x, t)`` after every step (and once on the initial state). So every solver
-is guided, identically, for free.
+``x = guide.project(x, t, cond)`` after every step (and once on the initial state). So every
+solver is guided, identically, for free.
+
+Every hook receives ``cond``, the conditioning dict given to ``core.sample`` (the same keyword
+arguments the network gets as ``net(x, t, **cond)``), so a mask, a target or a class label
+reaches an energy or a projection without closures. The user callables of the built-in guides
+follow the network's convention: ``fn(x, t, **cond)``.
 """
 
 from __future__ import annotations
@@ -43,11 +48,13 @@ class Guide:
         """Replace the network call: return (x0, eps), each shaped like x, or None to keep it."""
         return None
 
-    def correction(self, x: Tensor, t: Tensor, x0: Tensor, eps: Tensor, denoiser: Denoiser) -> Tensor | None:
+    def correction(
+        self, x: Tensor, t: Tensor, x0: Tensor, eps: Tensor, denoiser: Denoiser, cond: dict | None = None
+    ) -> Tensor | None:
         """Additive noise-space correction delta (shape like x), or None for none."""
         return None
 
-    def project(self, x: Tensor, t: Tensor) -> Tensor:
+    def project(self, x: Tensor, t: Tensor, cond: dict | None = None) -> Tensor:
         """Map the state after a solver step onto the constraint set (identity by default)."""
         return x
 
@@ -76,7 +83,7 @@ def model_fn(
             xg = x.detach().requires_grad_(guide.needs_network_grad)
             pred = guide.predict(denoiser, xg, t, cond)
             x0, eps = pred if pred is not None else denoiser.x0_eps(xg, t, **cond)
-            delta = guide.correction(xg, t, x0, eps, denoiser)
+            delta = guide.correction(xg, t, x0, eps, denoiser, cond)
         x0, eps = x0.detach(), eps.detach()
         if delta is None:
             return x0, eps

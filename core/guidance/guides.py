@@ -1,5 +1,9 @@
 """The guides: energies, classifiers, classifier-free guidance, projections, and their combination.
 
+User callables take the conditioning given to ``core.sample`` as keyword arguments, like the
+network does: ``fn(x, t, **cond)`` (write ``def energy(x, t, **cond)`` to ignore it, or name
+the keys it reads, e.g. ``def energy(x, t, mask, **cond)``).
+
 Sign convention: an energy E(x, t) tilts the model's density by exp(-scale * E), so the score
 gains -scale * grad_x E and the noise prediction eps = -sigma_t * score gains
 +scale * sigma_t * grad_x E. A classifier's log-probability is a negative energy.
@@ -47,14 +51,14 @@ class Energy(Guide):
     """Energy guidance: score <- score - scale * grad_x E.
 
     Args:
-        fn: ``fn(x, t) -> (B,)`` energy per sample; ``x`` of shape (B, ...), ``t`` a 0-d or (B,)
-            tensor of continuous times.
+        fn: ``fn(x, t, **cond) -> (B,)`` energy per sample; ``x`` of shape (B, ...), ``t`` a 0-d
+            or (B,) tensor of continuous times, ``cond`` the conditioning given to the sampler.
         scale: guidance strength s (a finite number).
         on: ``"x_t"`` evaluates E on the noisy state; ``"x0"`` evaluates it on the denoised
             estimate x0(x_t) with the gradient taken through the network (the DPS form).
     """
 
-    def __init__(self, fn: Callable[[Tensor, Tensor], Tensor], scale: float = 1.0, on: str = "x_t") -> None:
+    def __init__(self, fn: Callable[..., Tensor], scale: float = 1.0, on: str = "x_t") -> None:
         if on not in ("x_t", "x0"):
             raise ValueError(f"on must be 'x_t' or 'x0', got {on!r}")
         self.fn = fn
@@ -62,7 +66,7 @@ class Energy(Guide):
         self.on = on
         self.needs_network_grad = on == "x0"
 
-    def energy_grad(self, x: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+    def energy_grad(self, x: Tensor, t: Tensor, x0: Tensor, cond: dict | None = None) -> Tensor:
         """grad_x E, shape like x. With ``on="x0"``, ``x0`` must carry the graph from ``x``."""
         with torch.enable_grad():
             if self.on == "x0":
@@ -70,7 +74,7 @@ class Energy(Guide):
             else:
                 wrt = x.detach().requires_grad_(True)
                 arg = wrt
-            e = self.fn(arg, t)
+            e = self.fn(arg, t, **(cond or {}))
             if not isinstance(e, Tensor) or e.shape != (x.shape[0],):
                 shape = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
                 raise ValueError(
@@ -79,20 +83,23 @@ class Energy(Guide):
             (grad,) = torch.autograd.grad(e.sum(), wrt, retain_graph=self.on == "x0")
         return grad
 
-    def correction(self, x: Tensor, t: Tensor, x0: Tensor, eps: Tensor, denoiser: Denoiser) -> Tensor:
+    def correction(
+        self, x: Tensor, t: Tensor, x0: Tensor, eps: Tensor, denoiser: Denoiser, cond: dict | None = None
+    ) -> Tensor:
         _, sigma = denoiser.coefficients(x, t)
-        return self.scale * sigma * self.energy_grad(x, t, x0)
+        return self.scale * sigma * self.energy_grad(x, t, x0, cond)
 
 
 class ClassifierGuidance(Energy):
     """Classifier guidance: score <- score + scale * grad_x log p(c | x_t).
 
-    ``log_prob_fn(x, t) -> (B,)`` is the (noisy) classifier's log-probability of the wanted
-    class for each sample. Scale 1 with the exact posterior samples the class-conditional law.
+    ``log_prob_fn(x, t, **cond) -> (B,)`` is the (noisy) classifier's log-probability of the
+    wanted class for each sample (the class may come from ``cond``). Scale 1 with the exact
+    posterior samples the class-conditional law.
     """
 
-    def __init__(self, log_prob_fn: Callable[[Tensor, Tensor], Tensor], scale: float = 1.0, on: str = "x_t"):
-        super().__init__(lambda x, t: -log_prob_fn(x, t), scale, on)
+    def __init__(self, log_prob_fn: Callable[..., Tensor], scale: float = 1.0, on: str = "x_t"):
+        super().__init__(lambda x, t, **cond: -log_prob_fn(x, t, **cond), scale, on)
 
 
 class ClassifierFree(Guide):
@@ -129,13 +136,14 @@ class ClassifierFree(Guide):
 
 
 class Project(Guide):
-    """Apply ``fn(x, t) -> x`` to the state after every solver step (and to the initial state)."""
+    """Apply ``fn(x, t, **cond) -> x`` to the state after every solver step (and to the initial
+    state); ``cond`` is the conditioning given to the sampler."""
 
-    def __init__(self, fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+    def __init__(self, fn: Callable[..., Tensor]) -> None:
         self.fn = fn
 
-    def project(self, x: Tensor, t: Tensor) -> Tensor:
-        out = self.fn(x, t)
+    def project(self, x: Tensor, t: Tensor, cond: dict | None = None) -> Tensor:
+        out = self.fn(x, t, **(cond or {}))
         if out.shape != x.shape:
             raise ValueError(
                 f"projection changed the state's shape from {tuple(x.shape)} to {tuple(out.shape)}"
@@ -145,12 +153,12 @@ class Project(Guide):
     @classmethod
     def box(cls, low: float | Tensor, high: float | Tensor) -> Project:
         """Clamp every coordinate into [low, high]."""
-        return cls(lambda x, t: torch.clamp(x, low, high))
+        return cls(lambda x, t, **cond: torch.clamp(x, low, high))
 
     @classmethod
     def zero_mean(cls, dim: int | tuple[int, ...]) -> Project:
         """Remove the mean over ``dim`` (e.g. the centre of mass of a point cloud)."""
-        return cls(lambda x, t: x - x.mean(dim=dim, keepdim=True))
+        return cls(lambda x, t, **cond: x - x.mean(dim=dim, keepdim=True))
 
 
 class Inpaint(Guide):
@@ -177,7 +185,7 @@ class Inpaint(Guide):
         self.mask = mask
         self.values = values
 
-    def project(self, x: Tensor, t: Tensor) -> Tensor:
+    def project(self, x: Tensor, t: Tensor, cond: dict | None = None) -> Tensor:
         try:
             shape = torch.broadcast_shapes(x.shape, self.mask.shape, self.values.shape)
         except RuntimeError:
@@ -213,10 +221,12 @@ class Combined(Guide):
     def predict(self, denoiser: Denoiser, x: Tensor, t: Tensor, cond: dict):
         return None if self._predictor is None else self._predictor.predict(denoiser, x, t, cond)
 
-    def correction(self, x: Tensor, t: Tensor, x0: Tensor, eps: Tensor, denoiser: Denoiser) -> Tensor | None:
+    def correction(
+        self, x: Tensor, t: Tensor, x0: Tensor, eps: Tensor, denoiser: Denoiser, cond: dict | None = None
+    ) -> Tensor | None:
         total = None
         for guide, w, window in zip(self.guides, self.weights, self.windows, strict=True):
-            delta = guide.correction(x, t, x0, eps, denoiser)
+            delta = guide.correction(x, t, x0, eps, denoiser, cond)
             if delta is None:
                 continue
             if self.clip_norm is not None:
@@ -230,9 +240,9 @@ class Combined(Guide):
             total = delta if total is None else total + delta
         return total
 
-    def project(self, x: Tensor, t: Tensor) -> Tensor:
+    def project(self, x: Tensor, t: Tensor, cond: dict | None = None) -> Tensor:
         for guide in self.guides:
-            x = guide.project(x, t)
+            x = guide.project(x, t, cond)
         return x
 
 

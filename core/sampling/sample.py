@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -12,9 +13,11 @@ from tqdm.auto import tqdm
 from ..denoiser import Denoiser
 from ..guidance.base import Guide, model_fn
 from .grids import make_grid
-from .registry import METHODS, SamplerContext, get_method
+from .registry import METHODS, NoiseFn, SamplerContext, gaussian_noise, get_method
 
 __all__ = ["sample", "DEFAULT_METHOD", "DEFAULT_GRID", "DEFAULT_STEPS"]
+
+Callback = Callable[[int, float, Tensor, Tensor], object]
 
 DEFAULT_METHOD = "dpm_solver"  # its defaults: order 3, multistep: DPM-Solver-3M (noise prediction)
 DEFAULT_GRID = "logsnr"
@@ -38,6 +41,8 @@ def sample(
     progress: bool = False,
     return_trajectory: bool = False,
     lower_order_final: bool = True,
+    noise_fn: NoiseFn | None = None,
+    callback: Callback | None = None,
     **options,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Integrate the reverse process from ``x_T`` at ``t_start`` down to ``t_end``.
@@ -66,7 +71,9 @@ def sample(
             methods that declare an ``eta`` option accept a non-zero value.
         guide: a :class:`core.guidance.Guide`, applied through ``core.guidance.model_fn`` to
             every network evaluation, and ``guide.project`` after every step and on ``x_T``.
-        cond: keyword arguments for the network (class labels, context, ...).
+        cond: keyword arguments for the network (class labels, context, masks, ...); every guide
+            hook receives them too (``correction``, ``project``, the callables of ``Energy``,
+            ``ClassifierGuidance`` and ``Project`` as ``fn(x, t, **cond)``).
         grid: ``time_uniform | logsnr | time_quadratic | karras``, or an explicit 1-D tensor
             of strictly decreasing times (float64 recommended).
         t_start, t_end: the integration interval, t_min <= t_end < t_start <= t_max;
@@ -80,6 +87,15 @@ def sample(
             code uses ``steps < 10``). On the oracle it mostly matters on coarse time-uniform grids
             of discrete models (up to 20x lower error at 10 NFE, once 25% higher) and is within
             +-15% on ``logsnr`` grids, hence on by default; singlestep solvers ignore it.
+        noise_fn: ``noise_fn(like, generator, **cond) -> Tensor``, the noise every stochastic
+            method draws (``ddpm``, ``ddim`` with eta > 0, ``euler_maruyama``, the analytic and
+            consistency samplers): a tensor of ``like``'s shape, dtype and device, e.g. noise with
+            zero centre of mass or masked entries. Default :func:`core.sampling.gaussian_noise`,
+            i.i.d. standard normal draws from ``generator``.
+        callback: ``callback(i, t, x, x0)``, called once per step i = 0 .. steps - 1 at the
+            step's first network evaluation, with ``t`` the grid time (a float), ``x`` the state
+            at ``t`` and ``x0`` its (guided) denoised estimate, each shaped like x_T (read them,
+            do not modify them in place). Its return value is ignored; raise to stop early.
         options: method-specific keyword options (e.g. ``variance="beta"`` for ``ddpm``,
             ``corrected=True`` for third-order multistep DPM-Solver(++)).
 
@@ -98,6 +114,9 @@ def sample(
         raise TypeError(f"denoiser must be a core.Denoiser, got {type(denoiser).__name__}")
     if not isinstance(x_T, Tensor) or not x_T.is_floating_point() or x_T.dim() < 1 or x_T.shape[0] < 1:
         raise ValueError("x_T must be a floating-point tensor of shape (B, ...) with B >= 1")
+    if cond is not None and not isinstance(cond, dict):
+        raise TypeError(f"cond must be a dict of network keyword arguments, got {type(cond).__name__}")
+    cond = dict(cond or {})
     m = get_method(method)
     sch = denoiser.schedule
     ts = _grid(grid, sch, steps, t_start, t_end)
@@ -114,6 +133,10 @@ def sample(
     unknown = sorted(set(options) - set(m.options))
     if unknown:
         raise TypeError(f"unknown option(s) {unknown} for method {method!r}; it accepts {sorted(m.options)}")
+    if noise_fn is not None and not callable(noise_fn):
+        raise TypeError(f"noise_fn must be callable (like, generator, **cond) -> Tensor, got {noise_fn!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable (i, t, x, x0), got {callback!r}")
     if "eta" in m.options:
         if not (isinstance(eta, int | float) and 0.0 <= eta <= 1.0):
             raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
@@ -140,14 +163,17 @@ def sample(
     try:
         with grad_ctx:
             if guide is not None:
-                x = guide.project(x, times[0])
+                x = guide.project(x, times[0], cond)
             if return_trajectory:
                 trajectory.append(x)
             done = _make_done(
-                guide, times, trajectory if return_trajectory else None, bar if progress else None
+                guide, cond, times, trajectory if return_trajectory else None, bar if progress else None
             )
+            model = model_fn(denoiser, guide, cond, "both" if callback is not None else m.need)
+            if callback is not None:
+                model = _with_callback(model, callback, ts.tolist())
             ctx = SamplerContext(
-                model=model_fn(denoiser, guide, cond, m.need),
+                model=model,
                 denoiser=denoiser,
                 schedule=sch,
                 ts=ts,
@@ -164,6 +190,8 @@ def sample(
                 dtype=x.dtype,
                 done=done,
                 _like=x,
+                noise_fn=gaussian_noise if noise_fn is None else noise_fn,
+                cond=cond,
             )
             try:
                 x = m.fn(ctx, x, **options)
@@ -210,14 +238,29 @@ def _grid(grid: str | Tensor, sch, steps: int | None, t_start: float | None, t_e
     return make_grid(grid, sch, steps, t_start, t_end)
 
 
-def _make_done(guide, times, trajectory, bar):
+def _with_callback(model, callback: Callback, ts: list[float]):
+    """``model`` that calls ``callback(i, t_i, x, x0)`` on the first evaluation of each step i."""
+    last = -1
+
+    def model_cb(x: Tensor, t: Tensor, step: int | None = None) -> tuple[Tensor, Tensor]:
+        nonlocal last
+        x0, eps = model(x, t, step)
+        if step is not None and step != last:
+            last = step
+            callback(step, ts[step], x, x0)
+        return x0, eps
+
+    return model_cb
+
+
+def _make_done(guide, cond, times, trajectory, bar):
     """The per-step hook: project at the new time, record, advance the bar."""
     if guide is None and trajectory is None and bar is None:
         return lambda i, x: x
 
     def done(i: int, x: Tensor) -> Tensor:
         if guide is not None:
-            x = guide.project(x, times[i + 1])
+            x = guide.project(x, times[i + 1], cond)
         if trajectory is not None:
             trajectory.append(x)
         if bar is not None:

@@ -73,7 +73,7 @@ def class_of(gm: GaussianMixture, x0) -> torch.Tensor:
 @pytest.mark.parametrize("method,kwargs", SOLVERS)
 def test_exact_classifier_guidance_samples_the_class_conditional(method, kwargs):
     gm = labelled_mixture()
-    guide = ClassifierGuidance(lambda x, t: gm.class_log_posterior(x, t)[:, 1], scale=1.0)
+    guide = ClassifierGuidance(lambda x, t, **cond: gm.class_log_posterior(x, t)[:, 1], scale=1.0)
     x = run(gm.as_denoiser(), N, method, kwargs, guide=guide)
     target = gm.condition(1)
     assert (class_of(gm, x) == 1).float().mean() >= 0.98
@@ -85,7 +85,7 @@ def test_classifier_guidance_scale_zero_is_unconditional_and_larger_scales_sharp
     method, kwargs = SOLVERS[1]
 
     def entropy_of_class(scale):
-        guide = ClassifierGuidance(lambda x, t: gm.class_log_posterior(x, t)[:, 1], scale=scale)
+        guide = ClassifierGuidance(lambda x, t, **cond: gm.class_log_posterior(x, t)[:, 1], scale=scale)
         x = run(gm.as_denoiser(), N, method, kwargs, guide=guide)
         p = gm.class_log_posterior(x, gm.schedule.t_min).exp()
         return x, -(p * p.clamp_min(1e-300).log()).sum(1).mean()
@@ -144,7 +144,7 @@ def gaussian_posterior(gm: GaussianMixture, x, t):
 def tilted_energy(gm, anchor, tau):
     """E_t(x) = -log E[exp(-|x0 - a|^2 / (2 tau^2)) | x_t = x]: exact guidance to p0(x) N(x; a, tau^2)."""
 
-    def energy(x, t):
+    def energy(x, t, **cond):
         mean, cov = gaussian_posterior(gm, x, t)
         c = cov + tau**2 * torch.eye(gm.dim, dtype=torch.float64)
         r = mean - anchor
@@ -192,7 +192,7 @@ def known_coordinate_energy(gm: GaussianMixture, known: torch.Tensor, value: tor
     sch = gm.schedule
     eye = torch.eye(gm.dim, dtype=torch.float64)
 
-    def energy(x, t):
+    def energy(x, t, **cond):
         t0 = torch.as_tensor(t).reshape(-1)[0]  # samplers pass one time for the whole batch
         a, s = sch.alpha(t0).to(torch.float64), sch.sigma(t0).to(torch.float64)
         log_r = gm.component_posterior(x, t).clamp_min(1e-300).log()  # (B, K)
@@ -259,7 +259,7 @@ def test_inpaint_alone_keeps_entries_fixed_for_every_sampler():
 def test_guides_work_unchanged_on_a_flow_matching_model(method, kwargs):
     gm = labelled_mixture(core.LinearSchedule())
     velocity_model = gm.as_denoiser(prediction="velocity")
-    guide = ClassifierGuidance(lambda x, t: gm.class_log_posterior(x, t)[:, 1], scale=1.0)
+    guide = ClassifierGuidance(lambda x, t, **cond: gm.class_log_posterior(x, t)[:, 1], scale=1.0)
     x = run(velocity_model, N, method, kwargs, guide=guide)
     assert (class_of(gm, x) == 1).float().mean() >= 0.98
     assert_moments(x, gm.condition(1))
@@ -270,7 +270,7 @@ def test_combine_weights_windows_and_clipping():
     gm = labelled_mixture()
     d = gm.as_denoiser()
     x = torch.randn(4, 2, dtype=torch.float64)
-    lin = Energy(lambda x, t: (x * torch.tensor([3.0, -4.0], dtype=x.dtype)).sum(1), 1.0)  # grad (3, -4)
+    lin = Energy(lambda x, t, **c: (x * torch.tensor([3.0, -4.0], dtype=x.dtype)).sum(1), 1.0)  # grad (3, -4)
     t_in, t_out = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.8, dtype=torch.float64)
     base = d.eps(x, t_in)
     sigma = gm.schedule.sigma(t_in)
@@ -287,7 +287,7 @@ def test_combine_weights_windows_and_clipping():
 
 def test_guided_sampling_keeps_no_graph():
     gm = labelled_mixture()
-    guide = Energy(lambda x, t: (x**2).sum(1), 0.5, on="x0")
+    guide = Energy(lambda x, t, **cond: (x**2).sum(1), 0.5, on="x0")
     x = run(gm.as_denoiser(), 8, "dpm_solver++", dict(steps=5), guide=guide)
     assert x.grad_fn is None and not x.requires_grad
 
@@ -303,9 +303,9 @@ def test_bad_input_errors():
     d = gm.as_denoiser()
     x_T = torch.randn(4, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="one value per sample"):
-        core.sample(d, x_T, steps=3, guide=Energy(lambda x, t: x, 1.0))
+        core.sample(d, x_T, steps=3, guide=Energy(lambda x, t, **cond: x, 1.0))
     with pytest.raises(GuidanceError, match=r"step 0, t = 1"):
-        core.sample(d, x_T, steps=3, guide=Energy(lambda x, t: (x * math.nan).sum(1), 1.0))
+        core.sample(d, x_T, steps=3, guide=Energy(lambda x, t, **cond: (x * math.nan).sum(1), 1.0))
     with pytest.raises(ValueError, match="do not broadcast"):
         core.sample(d, x_T, steps=3, guide=Inpaint(torch.ones(3, dtype=torch.bool), torch.zeros(3)))
     with pytest.raises(ValueError, match="do not broadcast"):
@@ -314,7 +314,7 @@ def test_bad_input_errors():
         Inpaint(torch.ones(2), torch.zeros(2))
     for bad in (math.inf, math.nan, "strong", None):
         with pytest.raises(ValueError, match="finite number"):
-            Energy(lambda x, t: x.sum(1), bad)
+            Energy(lambda x, t, **cond: x.sum(1), bad)
     with pytest.raises(ValueError, match="at most one"):
         combine(ClassifierFree(2.0, {"y": -1}), ClassifierFree(1.0, {"y": -1}))
     with pytest.raises(ValueError, match="needs cond"):

@@ -118,11 +118,11 @@ class Recorder(Guide):
     def __init__(self):
         self.projected, self.corrected = [], 0
 
-    def correction(self, x, t, x0, eps, denoiser):
+    def correction(self, x, t, x0, eps, denoiser, cond=None):
         self.corrected += 1
         return torch.zeros_like(x)
 
-    def project(self, x, t):
+    def project(self, x, t, cond=None):
         self.projected.append(float(t[0]))
         return torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:]], 1)
 
