@@ -74,7 +74,7 @@ class _SourceEnergy(Energy):
             )
         return perturb(self.schedule, self.source.to(y), t, self.generator)
 
-    def energy(self, y: Tensor, t: Tensor) -> Tensor:
+    def energy(self, y: Tensor, t: Tensor, **cond) -> Tensor:
         raise NotImplementedError
 
 
@@ -105,7 +105,7 @@ class RealismExpert(_SourceEnergy):
         super().__init__(source, schedule, scale, generator)
         self.classifier, self.layer = classifier, layer
 
-    def energy(self, y: Tensor, t: Tensor) -> Tensor:
+    def energy(self, y: Tensor, t: Tensor, **cond) -> Tensor:
         tc = torch.as_tensor(t, device=y.device)
         with torch.no_grad():
             fx = self.classifier.features(self._source_at(y, t), tc, self.layer)
@@ -135,7 +135,7 @@ class FaithfulnessExpert(_SourceEnergy):
         super().__init__(source, schedule, scale, generator)
         self.factor = factor
 
-    def energy(self, y: Tensor, t: Tensor) -> Tensor:
+    def energy(self, y: Tensor, t: Tensor, **cond) -> Tensor:
         with torch.no_grad():
             lx = lowpass(self._source_at(y, t), self.factor)
         return ((lowpass(y, self.factor) - lx) ** 2).flatten(1).sum(1)
@@ -151,6 +151,6 @@ class ILVRProjection(Project):
         self.source, self.schedule, self.factor, self.generator = source, schedule, factor, generator
         super().__init__(self.replace)
 
-    def replace(self, y: Tensor, t: Tensor) -> Tensor:
+    def replace(self, y: Tensor, t: Tensor, **cond) -> Tensor:
         xt = perturb(self.schedule, self.source.to(y), t, self.generator)
         return y - lowpass(y, self.factor) + lowpass(xt, self.factor)

@@ -140,61 +140,31 @@ def train_score_model(
 def load_score_model(
     folder: str | Path, timesteps: int | None = None, device: str | torch.device = "cpu"
 ) -> Denoiser:
-    """A score model folder: a :class:`ScoreUNet` (``save_pretrained``) or a diffusers ``UNet2DModel``."""
+    """A score model folder: a :class:`ScoreUNet` (``save_pretrained``), a diffusers ``UNet2DModel``
+    folder beside a ``scheduler/`` folder, or a diffusers pipeline folder."""
     folder = Path(folder)
+    if (folder / "unet" / "config.json").is_file():
+        return load_diffusers_model(folder).to(device)
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"no score model in {folder}: {cfg_path} is missing")
     name = json.loads(cfg_path.read_text()).get("_class_name")
     if name == "UNet2DModel":
-        return load_diffusers_model(folder, device)
+        return load_diffusers_model(folder).to(device)
     if name != "ScoreUNet":
         raise ValueError(f"{folder} holds a {name!r} model; expected ScoreUNet or a diffusers UNet2DModel")
     return score_denoiser(ScoreUNet.from_pretrained(folder, map_location=device), timesteps or 1000).eval()
 
 
-class _DiffusersNet(torch.nn.Module):
-    """A diffusers ``UNet2DModel`` called as ``net(x, t_model)`` (t_model = the step index)."""
-
-    def __init__(self, unet) -> None:
-        super().__init__()
-        self.unet = unet
-        self.config = {"in_channels": unet.config.in_channels, "image_size": unet.config.sample_size}
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.unet(x, t).sample
-
-
-_DIFFUSERS_PREDICTION = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
-
-
-def load_diffusers_model(folder: str | Path, device: str | torch.device = "cpu") -> Denoiser:
-    """A diffusers ``UNet2DModel`` folder (``config.json`` + weights) with its DDPM scheduler config
-    (``scheduler_config.json`` in the folder, its parent, or ``../scheduler/``)."""
-    from diffusers import UNet2DModel  # a slow import: only here
+def load_diffusers_model(folder: str | Path) -> Denoiser:
+    """A diffusers score model as a Denoiser (``core.diffusers_adapter``): a pipeline folder
+    (``unet/`` + ``scheduler/``) or a model folder whose parent holds ``scheduler/``."""
+    from core.diffusers_adapter import load_diffusers
 
     folder = Path(folder)
-    candidates = [folder / "scheduler_config.json", folder.parent / "scheduler_config.json"]
-    candidates.append(folder.parent / "scheduler" / "scheduler_config.json")
-    sched_path = next((p for p in candidates if p.is_file()), None)
-    if sched_path is None:
-        raise FileNotFoundError(f"no scheduler_config.json next to the diffusers model in {folder}")
-    sc = json.loads(sched_path.read_text())
-    if sc.get("beta_schedule", "linear") != "linear":
-        raise ValueError(
-            f"{sched_path}: only the linear beta schedule is supported, got {sc['beta_schedule']!r}"
-        )
-    pred = sc.get("prediction_type", "epsilon")
-    if pred not in _DIFFUSERS_PREDICTION:
-        raise ValueError(f"{sched_path}: unknown prediction_type {pred!r}")
-    betas = torch.linspace(
-        sc.get("beta_start", 1e-4),
-        sc.get("beta_end", 0.02),
-        sc.get("num_train_timesteps", 1000),
-        dtype=torch.float64,
-    )
-    unet = UNet2DModel.from_pretrained(str(folder)).to(device).eval()
-    return Denoiser(_DiffusersNet(unet), VPSchedule.discrete(betas), prediction=_DIFFUSERS_PREDICTION[pred])
+    if (folder / "unet" / "config.json").is_file():
+        return load_diffusers(folder)
+    return load_diffusers(folder.parent, model_subfolder=folder.name)
 
 
 def train_domain_classifier(

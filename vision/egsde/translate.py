@@ -95,13 +95,17 @@ def check_source(x: Tensor, channels: int, size: int) -> None:
 
 def image_shape(denoiser: Denoiser) -> tuple[int | None, int | None]:
     """(channels, size) the score model expects, read from its network's config (None if unknown)."""
-    cfg = getattr(denoiser.net, "config", None)
-    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
-    channels = get("in_channels", None) or getattr(denoiser.net, "channels", None)
-    size = get("image_size", None) or get("sample_size", None) or getattr(denoiser.net, "image_size", None)
-    if isinstance(size, list | tuple):
-        size = size[0]
-    return channels, size
+    net = denoiser.net
+    for cfg in (getattr(net, "config", None), getattr(getattr(net, "model", None), "config", None)):
+        if cfg is None:
+            continue
+        get = cfg.get if isinstance(cfg, dict) else (lambda k, c=cfg: getattr(c, k, None))
+        channels, size = get("in_channels"), get("image_size") or get("sample_size")
+        if isinstance(size, list | tuple):
+            size = size[0]
+        if channels and size:
+            return int(channels), int(size)
+    return None, None
 
 
 def _guide(
