@@ -178,9 +178,7 @@ def test_metrics_against_scikit_image():
     ref_psnr = [peak_signal_noise_ratio(au[i], bu[i], data_range=1.0) for i in range(3)]
     np.testing.assert_allclose(ssim(a, b).numpy(), ref_ssim, rtol=1e-7)
     np.testing.assert_allclose(psnr(a, b).numpy(), ref_psnr, rtol=1e-7)
-    np.testing.assert_allclose(
-        l2_distance(a, b).numpy(), np.sqrt(((au - bu) ** 2).sum((1, 2, 3))), rtol=1e-7
-    )
+    np.testing.assert_allclose(l2_distance(a, b).numpy(), np.sqrt(((au - bu) ** 2).sum((1, 2, 3))), rtol=1e-7)
 
 
 def test_translation_metrics_identity_accuracy():
