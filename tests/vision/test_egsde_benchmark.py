@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 
 from vision.cli import main
-from vision.egsde.benchmark import BENCH_METHODS, bench_config, run_benchmark
+from vision.egsde.benchmark import BENCH_METHODS, bench_config, run_benchmark, select_lambdas
 
 TINY = dict(
     tasks=("digits",), seeds=(0, 1, 2), n_test=6, n_val=6, m_grid=(0.4, 0.6), m_grid_test=4, workers=1,
-    figure_pairs=4,
+    figure_pairs=4, tune_grid=((10.0, 1.0), (30.0, 2.0)), tune_images=4,
     models=dict(score_steps=2, score_batch=8, classifier_steps=2, classifier_batch=8, evaluator_epochs=1,
                 evaluator_train_size=200),
     translate=dict(steps=2),
@@ -30,6 +30,12 @@ def test_benchmark_writes_every_metric_and_resumes(tmp_path):
         for stat in vals.values():
             assert len(stat["values"]) == 3 and stat["std"] == pytest.approx(np.std(stat["values"], ddof=1))
     assert [r["m"] for r in res["m_sensitivity"]["egsde"]] == [0.4, 0.6]
+    chosen = res["tuning"]["chosen"]
+    assert res["tuning"]["split"] == "validation" and len(res["tuning"]["grid"]) == 2
+    assert (res["settings"]["lambda_s"], res["settings"]["lambda_i"]) == (
+        chosen["lambda_s"],
+        chosen["lambda_i"],
+    )
     for name in ("translations.png", "m_sensitivity.png", "config.json"):
         assert (tmp_path / name).stat().st_size > 0
     model = tmp_path / "digits" / "score_model" / "model" / "model.safetensors"
@@ -37,6 +43,15 @@ def test_benchmark_writes_every_metric_and_resumes(tmp_path):
     again = run_benchmark(config, tmp_path, device="cpu", progress=False)
     assert model.stat().st_mtime_ns == stamp
     assert again["tasks"]["digits"]["methods"] == metrics["tasks"]["digits"]["methods"]
+
+
+def test_lambda_selection_rule():
+    base = {"sdedit": {"fid": 5.0, "ssim": 0.3}, "ilvr": {"fid": 6.0, "ssim": 0.5}}
+    rows = [{"lambda_s": 1, "fid": 1.0, "ssim": 0.4}, {"lambda_s": 2, "fid": 3.0, "ssim": 0.6},
+            {"lambda_s": 3, "fid": 2.0, "ssim": 0.55}]  # fmt: skip
+    assert select_lambdas(rows, base)["lambda_s"] == 3
+    rows = [{"lambda_s": 1, "fid": 1.0, "ssim": 0.45}, {"lambda_s": 2, "fid": 2.0, "ssim": 0.1}]
+    assert select_lambdas(rows, base)["lambda_s"] == 1  # no row beats both: best mean rank
 
 
 def test_presets_resolve_to_the_papers_settings():
