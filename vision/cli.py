@@ -1,4 +1,4 @@
-"""``python -m vision train|sample|evaluate|demo``: the image application's command line."""
+"""``python -m vision train|sample|evaluate|translate|benchmark|demo``: the vision command line."""
 
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ from core.runs import USER_ERRORS, add_demo_arguments
 from core.training import resolve_device
 
 from . import demo
+from .egsde.cli import (
+    add_egsde_benchmark,
+    add_egsde_commands,
+    run_egsde_benchmark,
+    run_egsde_demo,
+    run_translate,
+)
 from .generation.config import FAMILIES, MODELS, PRESETS, image_config
 from .generation.datasets import DATASETS
 from .generation.evaluate import evaluate_run
@@ -43,7 +50,9 @@ def _sampling(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m vision``."""
-    parser = argparse.ArgumentParser(prog="python -m vision", description="anneal vision: image generation")
+    parser = argparse.ArgumentParser(
+        prog="python -m vision", description="anneal vision: image generation and translation"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train an image model (ddpm, flow, reflow, consistency)")
     t.add_argument("--preset", default="quick", choices=sorted(PRESETS))
@@ -68,7 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", type=int, help="number of samples (default: the preset's eval_samples)")
     _common(e)
 
-    d = sub.add_parser("demo", help="a digits DDPM sampled by two solvers (part of the main job)")
+    add_egsde_commands(sub)
+    bench = sub.add_parser("benchmark", help="benchmarks of the vision package")
+    add_egsde_benchmark(bench.add_subparsers(dest="benchmark", required=True))
+
+    d = sub.add_parser(
+        "demo", help="a digits DDPM sampled by two solvers, then EGSDE digit translation (main job)"
+    )
     add_demo_arguments(d, "vision", presets=demo.IMAGE_DEMO_PRESETS)
     return parser
 
@@ -76,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m vision`` with ``argv``; returns the exit status (2 for a user error)."""
     args = build_parser().parse_args(argv)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(getattr(args, "seed", 0))
     try:
         return _run(args)
     except USER_ERRORS as e:
@@ -85,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "translate":
+        return run_translate(args)
+    if args.command == "benchmark":
+        return run_egsde_benchmark(args)
     progress = not args.no_progress
     if args.command == "demo":
         metrics = demo.run_demo(
@@ -96,6 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         for row in metrics["solvers"]:
             print(f"digits {row['solver']:<25} NFE {row['nfe']:>5}  fid_digits {row['fid_digits']:.3f}")
+        run_egsde_demo(args.out, args.preset, device=args.device, progress=progress)
         print(f"wrote {args.out / 'report.md'}")
         return 0
     if args.command == "train":

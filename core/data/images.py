@@ -27,9 +27,11 @@ __all__ = [
     "image_folder_classes",
     "load_fashion_mnist",
     "load_idx_dataset",
+    "load_image_files",
     "load_image_folder",
     "load_mnist",
     "load_opencv_digits",
+    "load_sklearn_digits",
     "read_idx",
     "to_unit_range",
     "write_idx",
@@ -241,6 +243,40 @@ def load_opencv_digits(
     return to_unit_range(digits, size), torch.from_numpy(labels.astype(np.int64))
 
 
+# --- scikit-learn digits -----------------------------------------------------------------
+def load_sklearn_digits(
+    split: str = "train", *, size: int | None = None, test_fraction: float = 0.2
+) -> tuple[Tensor, Tensor]:
+    """scikit-learn's 1,797 8x8 handwritten digits (UCI optdigits' test set; shipped with the package).
+
+    Pixel counts 0..16 are scaled to [-1, 1] (white digits on black, like OpenCV's sheet). The
+    split is deterministic and stratified: a fixed permutation of each class (seed 0) gives
+    ``round(test_fraction * n_class)`` test digits and the rest for training; ``"all"`` keeps the
+    package's order. Returns images (N, 1, 8, 8) float32 in [-1, 1] (or ``size`` x ``size``,
+    bilinear) and labels (N,) int64.
+    """
+    _check_split(split, ("train", "test", "all"))
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    labels = bunch.target.astype(np.int64)
+    if split != "all":
+        g = torch.Generator().manual_seed(0)
+        idx = []
+        for k in range(10):
+            members = torch.from_numpy(np.flatnonzero(labels == k))
+            perm = members[torch.randperm(len(members), generator=g)]
+            n_test = int(round(test_fraction * len(members)))
+            part = perm[:n_test] if split == "test" else perm[n_test:]
+            idx.append(part.sort().values)
+        sel = torch.cat(idx).numpy()
+        images, labels = images[sel], labels[sel]
+    return to_unit_range(images, size), torch.from_numpy(labels)
+
+
 # --- image folders -------------------------------------------------------------------------
 def image_folder_classes(root: str | os.PathLike) -> list[str]:
     """Sorted class names (subfolder names) of an image folder; label k is the k-th name."""
@@ -288,3 +324,35 @@ def load_image_folder(root: str | os.PathLike, size: int, *, channels: int = 3) 
             "PNG/JPEG images", root, "expected files ending in .png/.jpg/.jpeg inside the class subfolders"
         )
     return to_unit_range(np.stack(images)), torch.tensor(labels, dtype=torch.int64)
+
+
+def load_image_files(root: str | os.PathLike, size: int, *, channels: int = 3) -> tuple[Tensor, list[str]]:
+    """All PNG/JPEG files directly inside ``root`` (sorted by name), centre-cropped and resized.
+
+    Returns images (N, channels, size, size) float32 in [-1, 1] and the file names (N,).
+    Raises DatasetNotFoundError when the folder is missing or holds no image.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetNotFoundError("image folder", root, "pass a folder of PNG/JPEG images")
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise DatasetNotFoundError("PNG/JPEG images", root, "the folder holds no .png/.jpg/.jpeg file")
+    return to_unit_range(np.stack([_read_square(f, size, channels) for f in files])), [f.name for f in files]
+
+
+def _read_square(path: Path, size: int, channels: int) -> np.ndarray:
+    """One image file as uint8 (channels, size, size): centre square crop, bicubic resize."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("L" if channels == 1 else "RGB")
+        w, h = im.size
+        s = min(w, h)
+        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+        arr = np.asarray(im.resize((size, size), Image.Resampling.BICUBIC, box=box), dtype=np.uint8)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)

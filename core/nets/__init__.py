@@ -1,5 +1,6 @@
-"""Backbones: time-conditioned MLP, DDPM U-Net, U-ViT, DiT, Janner's temporal U-Net and Chi's
-FiLM-conditioned 1-D U-Net.
+"""Backbones: time-conditioned MLP, DDPM U-Net, U-ViT, DiT, Janner's temporal U-Net, Chi's
+FiLM-conditioned 1-D U-Net, and the time-dependent classifier (the U-Net's encoder half with a
+pooled head).
 
 Every backbone is called as ``net(x, t, y=None)`` (the temporal U-Net as ``net(x, t)``) and
 returns a tensor shaped like ``x``.
@@ -11,6 +12,7 @@ from .dit import DiT, DiTConfig
 from .embeddings import SinusoidalEmbedding
 from .mlp import MLPConfig, MLPNet
 from .temporal_unet import TemporalUnet
+from .time_classifier import TimeClassifier
 from .unet import UNet, UNetConfig
 from .uvit import UViT, UViTConfig
 
@@ -23,6 +25,7 @@ __all__ = [
     "MLPNet",
     "SinusoidalEmbedding",
     "TemporalUnet",
+    "TimeClassifier",
     "TimeEmbedding",
     "UNet",
     "UNetConfig",

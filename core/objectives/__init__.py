@@ -3,6 +3,7 @@
 from .consistency import ConsistencyDistillation, ConsistencyModel, consistency_sample, karras_times
 from .diffusion import denoising_loss, noisy_sample
 from .flow import flow_matching_loss, ot_pair, reflow_pairs, straightness
+from .noisy_classifier import noisy_classifier_loss
 from .score_distillation import (
     LoRAConv2d,
     LoRALinear,
@@ -26,6 +27,7 @@ __all__ = [
     "flow_matching_loss",
     "karras_times",
     "lora_copy",
+    "noisy_classifier_loss",
     "noisy_sample",
     "ot_pair",
     "particle_loss",

@@ -1,0 +1,135 @@
+"""The EGSDE benchmark and command line: outputs, resumption, presets and usage errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vision.cli import main
+from vision.egsde.benchmark import BENCH_METHODS, bench_config, run_benchmark, select_lambdas
+
+TINY = dict(
+    tasks=("digits",), seeds=(0, 1, 2), n_test=6, n_val=6, m_grid=(0.4, 0.6), m_grid_test=4, workers=1,
+    figure_pairs=4, tune_grid=((10.0, 1.0), (30.0, 2.0)), tune_images=4,
+    models=dict(score_steps=2, score_batch=8, classifier_steps=2, classifier_batch=8, evaluator_epochs=1,
+                evaluator_train_size=200),
+    translate=dict(steps=2),
+)  # fmt: skip
+
+
+def test_benchmark_writes_every_metric_and_resumes(tmp_path):
+    config = bench_config("quick", **TINY)
+    metrics = run_benchmark(config, tmp_path, device="cpu", progress=False)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    res = on_disk["tasks"]["digits"]
+    assert set(res["methods"]) == {tag for tag, _, _ in BENCH_METHODS}
+    for vals in res["methods"].values():
+        assert set(vals) == {"fid", "ssim", "psnr", "l2", "identity_accuracy"}
+        for stat in vals.values():
+            assert len(stat["values"]) == 3 and stat["std"] == pytest.approx(np.std(stat["values"], ddof=1))
+    assert [r["m"] for r in res["m_sensitivity"]["egsde"]] == [0.4, 0.6]
+    chosen = res["tuning"]["chosen"]
+    assert res["tuning"]["split"] == "validation" and len(res["tuning"]["grid"]) == 2
+    assert (res["settings"]["lambda_s"], res["settings"]["lambda_i"]) == (
+        chosen["lambda_s"],
+        chosen["lambda_i"],
+    )
+    for name in ("translations.png", "m_sensitivity.png", "config.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    model = tmp_path / "digits" / "score_model" / "model" / "model.safetensors"
+    stamp = model.stat().st_mtime_ns
+    again = run_benchmark(config, tmp_path, device="cpu", progress=False)
+    assert model.stat().st_mtime_ns == stamp
+    assert again["tasks"]["digits"]["methods"] == metrics["tasks"]["digits"]["methods"]
+
+
+def test_lambda_selection_rule():
+    base = {"sdedit": {"fid": 5.0, "ssim": 0.3}, "ilvr": {"fid": 6.0, "ssim": 0.5}}
+    rows = [{"lambda_s": 1, "fid": 1.0, "ssim": 0.4}, {"lambda_s": 2, "fid": 3.0, "ssim": 0.6},
+            {"lambda_s": 3, "fid": 2.0, "ssim": 0.55}]  # fmt: skip
+    assert select_lambdas(rows, base)["lambda_s"] == 3
+    rows = [{"lambda_s": 1, "fid": 1.0, "ssim": 0.45}, {"lambda_s": 2, "fid": 2.0, "ssim": 0.1}]
+    assert select_lambdas(rows, base)["lambda_s"] == 1  # no row beats both: best mean rank
+
+
+def test_presets_resolve_to_the_papers_settings():
+    paper = bench_config("paper")
+    assert paper.image_size == 256 and paper.tasks == ("folder",)
+    t = paper.translate
+    assert (t.lambda_s, t.lambda_i, t.m, t.steps, t.factor, t.layer) == (500.0, 2.0, 0.5, 500, 32, "mid")
+    assert paper.models.timesteps == 1000
+    quick = bench_config("quick")
+    assert quick.tasks == ("digits", "fashion") and len(quick.seeds) >= 3
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        bench_config("fast")
+    with pytest.raises(ValueError, match="M must lie in \\(0, 1\\]"):
+        bench_config("quick", m_grid=(0.5, 1.2))
+
+
+def _folder(path, n, size, seed):
+    path.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path / f"{i}.png")
+    return path
+
+
+@pytest.mark.slow
+def test_paper_preset_builds_and_takes_steps_at_256px(tmp_path):
+    src, tgt = _folder(tmp_path / "cat", 4, 256, 0), _folder(tmp_path / "dog", 3, 256, 1)
+    config = bench_config(
+        "paper", source_dir=str(src), target_dir=str(tgt), seeds=(0,), m_grid=(0.5,), m_grid_test=1, n_test=1,
+        figure_pairs=1,
+        models=dict(score_steps=1, score_batch=1, classifier_steps=2, classifier_batch=1, evaluator_epochs=1),
+        translate=dict(steps=2, batch_size=1),
+    )  # fmt: skip
+    metrics = run_benchmark(config, tmp_path / "run", device="cpu", progress=False)
+    assert set(metrics["tasks"]["folder"]["methods"]["egsde"]) == {"fid", "ssim", "psnr", "l2"}
+    unet = json.loads((tmp_path / "run" / "folder" / "score_model" / "model" / "config.json").read_text())
+    assert unet["image_size"] == 256 and unet["base_channels"] == 128
+
+
+def test_translate_command_on_an_image_folder(tmp_path, capsys):
+    from core.nets import TimeClassifier
+    from vision.egsde.models import ScoreUNet
+
+    torch.manual_seed(0)
+    unet = ScoreUNet(image_size=16, in_channels=1, base_channels=8, channel_mults=[1, 2], num_res_blocks=1,
+                     attention_resolutions=[], dropout=0.0, groups=4, time_scale=1.0)  # fmt: skip
+    unet.save_pretrained(tmp_path / "unet")
+    TimeClassifier(image_size=16, in_channels=1, base_channels=8, channel_mults=[1, 2],
+                   groups=4).save_pretrained(tmp_path / "clf")  # fmt: skip
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(src / f"img{i}.png")
+    models = ["--score-model", str(tmp_path / "unet"), "--classifier", str(tmp_path / "clf")]
+    args = [
+        "translate",
+        "--source",
+        str(src),
+        "--out",
+        str(tmp_path / "out"),
+        *models,
+        "--steps",
+        "2",
+        "--m",
+        "0.3",
+    ]
+    assert main(args) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("img*.png")) == ["img0.png", "img1.png", "img2.png"]
+    with Image.open(tmp_path / "out" / "img1.png") as im:
+        assert im.size == (16, 16)
+    with pytest.raises(SystemExit):
+        main([*args[:-2], "--m", "1.5"])
+    assert "M must be a fraction of the diffusion in (0, 1], got 1.5" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["translate", "--source", str(empty), *args[3:]]) == 2
+    assert "PNG/JPEG images" in capsys.readouterr().err
+    assert main([*args, "--layer", "block9"]) == 2
+    assert "unknown feature layer 'block9'" in capsys.readouterr().err
+    assert main(["benchmark", "egsde", "--workers", "0"]) == 2
+    assert "--workers must be >= 1, got 0" in capsys.readouterr().err
