@@ -252,10 +252,40 @@ def run_benchmark(
             f"{scen}: accuracy R[i, j]",
             out / f"accuracy-{scen}.png",
         )
-    payload = {"config": dataclasses.asdict(config), "device": str(device), "results": summary}
+    targets = {s: t for s, ms in summary.items() if (t := tmn_targets(ms))}
+    payload = {
+        "config": dataclasses.asdict(config),
+        "device": str(device),
+        "results": summary,
+        "targets": targets,
+    }
     with atomic_write(out / "metrics.json") as tmp:
         Path(tmp).write_text(json.dumps(payload, indent=1, default=str))
     return payload
+
+
+def tmn_targets(results: dict[str, dict]) -> dict[str, object]:
+    """TMN's margins (mean final accuracy, points): over the best replay baseline (target >= +2),
+    over EWC (>= +20), behind joint training (<= 15), and what each ablation costs (> 0)."""
+    if "tmn" not in results:
+        return {}
+    acc = {m: 100 * v["final_accuracy"]["mean"] for m, v in results.items()}
+    out: dict[str, object] = {}
+    replay = {m: acc[m] for m in ("dgr", "mergan") if m in acc}
+    if replay:
+        best = max(replay, key=replay.get)
+        margin = acc["tmn"] - replay[best]
+        out["over_best_replay"] = {"baseline": best, "points": margin, "target": 2.0, "met": margin >= 2.0}
+    if "ewc" in acc:
+        margin = acc["tmn"] - acc["ewc"]
+        out["over_ewc"] = {"points": margin, "target": 20.0, "met": margin >= 20.0}
+    if "joint" in acc:
+        gap = acc["joint"] - acc["tmn"]
+        out["behind_joint"] = {"points": gap, "target": 15.0, "met": gap <= 15.0}
+    ablations = {m: acc["tmn"] - acc[m] for m in acc if m.startswith("tmn-")}
+    if ablations:
+        out["ablation_cost"] = {m: {"points": c, "met": c > 0} for m, c in ablations.items()}
+    return out
 
 
 def table(payload: dict[str, object]) -> str:

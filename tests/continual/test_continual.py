@@ -104,6 +104,18 @@ def test_paper_preset_builds_and_takes_steps():
     assert len(grids) == 2 and grids[0].shape[-2:] == (28, 28)
 
 
+def test_tmn_targets_from_summaries():
+    from continual.benchmark import tmn_targets
+
+    rows = {"tmn": 0.8, "dgr": 0.7, "mergan": 0.79, "ewc": 0.2, "joint": 0.9, "tmn-no-generator": 0.3}
+    res = {m: {"final_accuracy": {"mean": v}} for m, v in rows.items()}
+    t = tmn_targets(res)
+    assert t["over_best_replay"]["baseline"] == "mergan" and not t["over_best_replay"]["met"]
+    assert t["over_ewc"]["points"] == pytest.approx(60.0) and t["behind_joint"]["met"]
+    assert t["ablation_cost"]["tmn-no-generator"]["points"] == pytest.approx(50.0)
+    assert tmn_targets({"ewc": res["ewc"]}) == {}
+
+
 def test_forgetting_and_its_bounds_on_split_digits():
     scenario = make_scenario("split-digits", 0, train_per_class=100, test_per_class=50)
     cfg = MethodConfig(hidden=64, classifier_steps=100, gan_steps=0, batch_size=64)
@@ -130,6 +142,7 @@ def test_benchmark_caches_and_resumes(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["results"]["split-digits"]["dgr"]["final_accuracy"] == res["final_accuracy"]
     assert len(saved["results"]["split-digits"]["finetune"]["runs"]) == 2
+    assert "over_best_replay" not in saved["targets"].get("split-digits", {})  # no TMN row
     calls = []
     monkeypatch.setattr(bm, "run_stream", lambda *a, **k: calls.append(a))
     run_benchmark(cfg, tmp_path, device=torch.device("cpu"))  # everything cached
