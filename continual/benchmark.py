@@ -175,7 +175,7 @@ def plot_replay(grids: list[torch.Tensor], per_class: int, title: str, path: Pat
         for k, img in enumerate(imgs):
             c, r = divmod(k, per_class)
             canvas[(i * per_class + r) * h : (i * per_class + r + 1) * h, c * w : (c + 1) * w] = img
-    fig, ax = plt.subplots(figsize=(0.35 * width * w / 10, 0.35 * t * per_class * h / 10))
+    fig, ax = plt.subplots(figsize=(max(3.0, 0.35 * width * w / 10), max(3.0, 0.35 * t * per_class * h / 10)))
     ax.imshow(canvas, cmap="gray", vmin=-1, vmax=1)
     ax.set_yticks(
         [(i + 0.5) * per_class * h for i in range(t)], [f"after {i + 1}" for i in range(t)], fontsize=7
