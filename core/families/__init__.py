@@ -22,14 +22,20 @@ from .gan import (
     generator_loss,
     gradient_penalty,
 )
+from .triple_gan import ConvClassifier, MLPClassifier, TripleGAN, TripleGANGame, all_class_scores
 
 __all__ = [
     "GAN",
     "GAN_FAMILIES",
+    "ConvClassifier",
     "ConvCritic",
     "ConvGenerator",
     "GANConfig",
     "GANGame",
+    "TripleGAN",
+    "TripleGANGame",
+    "all_class_scores",
+    "MLPClassifier",
     "MLPCritic",
     "MLPGenerator",
     "clc_penalty",

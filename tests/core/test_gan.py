@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -16,8 +17,12 @@ from core.families import (
     GAN,
     GANConfig,
     GANGame,
+    MLPClassifier,
     MLPCritic,
     MLPGenerator,
+    TripleGAN,
+    TripleGANGame,
+    all_class_scores,
     clc_penalty,
     critic_loss,
     dirac_gan_eigenvalues,
@@ -64,8 +69,8 @@ def test_dirac_gan_eigenvalues_match_closed_form_and_clc_converges():
         torch.testing.assert_close(clc.prod().real, torch.tensor(fp * fp, dtype=torch.float64))  # det
 
         start = torch.tensor([1.0, 1.0], dtype=torch.float64)
-        free = dirac_gan_iterates((1.0, 1.0), loss, 0.0, lr=0.05, steps=600)
-        damped = dirac_gan_iterates((1.0, 1.0), loss, lam, lr=0.05, steps=600)
+        free = dirac_gan_iterates((1.0, 1.0), loss, 0.0, lr=0.1, steps=250)
+        damped = dirac_gan_iterates((1.0, 1.0), loss, lam, lr=0.1, steps=250)
         assert free[-1].norm() >= 0.95 * start.norm()  # circles (and slowly spirals out)
         assert damped[-1].norm() < 1e-3 * start.norm()
     with pytest.raises(ValueError, match="unknown Dirac-GAN loss"):
@@ -152,7 +157,7 @@ def test_nonsaturating_gan_learns_a_gaussian(tmp_path):
     loader = DataLoader(TensorDataset(data), batch_size=128, shuffle=True)
     model = GAN(MLPGenerator(2, 1, hidden=32), MLPCritic(1, hidden=32), latent_dim=2)
     game = GANGame(GANConfig(loss="nonsaturating", lr_critic=2e-3, lr_generator=2e-3))
-    cfg = _cfg(tmp_path, steps=600, ckpt_every=None, log_every=100, ema_decay=None, warmup_steps=0)
+    cfg = _cfg(tmp_path, steps=400, ckpt_every=None, log_every=100, ema_decay=None, warmup_steps=0)
     cfg.schedule = "constant"
     Trainer(model, game, loader, cfg).fit()
     x = model.sample(4000, generator=torch.Generator().manual_seed(0))
@@ -209,3 +214,57 @@ def test_networks_validate_their_inputs():
         g(torch.randn(5, 4))
     with pytest.raises(ValueError, match="unconditional critic"):
         MLPCritic(2)(torch.randn(5, 2), torch.zeros(5, dtype=torch.long))
+
+
+# --- Triple-GAN --------------------------------------------------------------------------------
+def _triple(seed: int, n_labeled: int = 12) -> TripleGAN:
+    torch.manual_seed(seed)
+    x = torch.randn(n_labeled, 2)
+    y = torch.arange(n_labeled) % 3
+    return TripleGAN(
+        MLPClassifier(2, 3, hidden=16),
+        MLPGenerator(4, 2, hidden=16, num_classes=3),
+        MLPCritic(2, hidden=16, num_classes=3),
+        latent_dim=4,
+        labeled_x=x,
+        labeled_y=y,
+    )
+
+
+def test_all_class_scores_equal_per_label_calls():
+    critic = MLPCritic(2, hidden=8, num_classes=3)
+    x = torch.randn(5, 2)
+    every = all_class_scores(critic, x)
+    for k in range(3):
+        torch.testing.assert_close(every[:, k], critic(x, torch.full((5,), k)))
+
+
+def test_triple_gan_trains_and_resumes_exactly(tmp_path):
+    game = dict(alpha=0.5, alpha_p=0.3, rp_start=2, labeled_batch=6)
+    ref = Trainer(
+        _triple(0), TripleGANGame(**game), _loader(), _cfg(tmp_path / "ref", steps=10, ckpt_every=4)
+    )
+    ref.fit()
+    assert int(ref.model.classifier_steps) == 3  # cycle (D, C, G): steps 2, 5, 8
+    assert "r_p/classifier" in (tmp_path / "ref" / "metrics.csv").read_text().splitlines()[0]
+
+    run = tmp_path / "run"
+    Trainer(_triple(0), TripleGANGame(**game), _loader(), _cfg(run, steps=10, ckpt_every=4)).fit()
+    for ckpt in sorted((run / "checkpoints").iterdir())[1:]:  # keep only step 4 (mid-cycle)
+        shutil.rmtree(ckpt)
+    resumed = Trainer(_triple(7), TripleGANGame(**game), _loader(), _cfg(run, steps=10, ckpt_every=4))
+    resumed.fit()
+    for (name, a), b in zip(ref.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        TripleGANGame(alpha=1.5)
+    with pytest.raises(ValueError, match="labels in"):
+        TripleGAN(
+            MLPClassifier(2, 3), MLPGenerator(4, 2, num_classes=3), MLPCritic(2, num_classes=3), 4,
+            torch.randn(2, 2), torch.tensor([0, 3]),
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="class-conditional"):
+        TripleGAN(
+            MLPClassifier(2, 3), MLPGenerator(4, 2), MLPCritic(2), 4, torch.randn(2, 2), torch.tensor([0, 1])
+        )
