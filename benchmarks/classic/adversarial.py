@@ -4,9 +4,10 @@
 
 - ``dirac_gan``: the equilibrium eigenvalues of Dirac-GAN/WGAN (zero real part) and with CLC
   (negative real part), the iterates' distance to the equilibrium, and the phase plot;
-- ``clc_beats_wgan``: CLC-GAN against its base WGAN-GP (the same recipe without the control term),
-  trained for the same number of iterations, on a ring of 8 Gaussians (modes covered, share of
-  high-quality samples) and on Fashion-MNIST (``fid_fmnist``), with convergence plots;
+- ``clc_beats_wgan``: CLC-GAN against its base WGAN (the same recipe without the control term: the
+  WGAN loss with neither clipping nor penalty), trained for the same number of iterations, on a
+  ring of 8 Gaussians (modes covered, share of high-quality samples) and on Fashion-MNIST
+  (``fid_fmnist``), with convergence plots; WGAN-GP is measured beside them (``*_wgan_gp``);
 - ``triple_gan_beats_supervised``: Triple-GAN's classifier trained with 100 labels plus unlabelled
   Fashion-MNIST against the same classifier trained on the 100 labels alone; each run's number of
   steps is chosen by the error on a labelled validation split (never the test set);
@@ -57,7 +58,8 @@ from vision.generation.quality import sample_metrics
 __all__ = ["PRESETS", "AdversarialPreset", "build", "run"]
 
 FMNIST_FAMILIES = ("gan", "wgan_gp", "clc_gan")
-CLC_BASE = "wgan_gp"  # CLC-GAN is this recipe plus the closed-loop control term
+#: CLC-GAN's base WGAN: the CLC-GAN recipe without the control term (no clipping, no penalty).
+CLC_BASE = "clc_base"
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,9 @@ class AdversarialPreset:
 
     ring_steps: int = 3000
     ring_eval_every: int = 300
-    ring_hidden: int = 128
+    ring_hidden: int = 64
     ring_batch: int = 256
-    ring_lr: float = 1e-4
+    ring_lr: float = 1e-3
     clc: float = 1.0
     fmnist_steps: int = 600
     fmnist_chunks: int = 3
@@ -151,6 +153,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def _cached(path: Path, key: dict, fn) -> dict:
     """``fn()``'s result, cached in ``path`` under ``key`` (recomputed when the key changes)."""
+    key = json.loads(json.dumps(key))  # as it reads back (tuples become lists)
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
@@ -175,12 +178,12 @@ def _device_kind(device: str) -> str:
 
 
 def _gan_config(family: str, p: AdversarialPreset, ring: bool) -> Any:
-    """The family's recipe at this preset's learning rate (CLC-GAN = its base WGAN-GP + control)."""
+    """The family's recipe at this preset's learning rate and control weight."""
     lr = p.ring_lr if ring else (p.gan_lr if family.startswith("gan") else p.wgan_lr)
+    if family == CLC_BASE:
+        return replace(_gan_config("clc_gan", p, ring), clc=0.0)
     cfg = replace(GAN_FAMILIES[family], lr_critic=lr, lr_generator=lr)
-    if family == "clc_gan":
-        cfg = replace(_gan_config(CLC_BASE, p, ring), clc=p.clc)
-    return cfg
+    return replace(cfg, clc=p.clc) if family == "clc_gan" else cfg
 
 
 # --- Dirac-GAN -----------------------------------------------------------------------------------
@@ -234,7 +237,7 @@ def _ring(out: Path, p: AdversarialPreset, device: str) -> dict:
     g = torch.Generator().manual_seed(p.seed)
     data = ring_data(20000, g)
     curves: dict[str, list] = {}
-    for family in (CLC_BASE, "clc_gan"):
+    for family in (CLC_BASE, "wgan_gp", "clc_gan"):
         torch.manual_seed(p.seed)
         model = GAN(
             MLPGenerator(2, 2, hidden=p.ring_hidden, depth=3), MLPCritic(2, hidden=p.ring_hidden, depth=3), 2
@@ -257,10 +260,8 @@ def _ring(out: Path, p: AdversarialPreset, device: str) -> dict:
     last = {k: (v[-1]["modes"], v[-1]["high_quality"]) for k, v in curves.items()}
     return {
         "curves": curves,
-        "modes_base": last[CLC_BASE][0],
-        "modes_clc_gan": last["clc_gan"][0],
-        "high_quality_base": last[CLC_BASE][1],
-        "high_quality_clc_gan": last["clc_gan"][1],
+        **{f"modes_{k}": v[0] for k, v in last.items()},
+        **{f"high_quality_{k}": v[1] for k, v in last.items()},
         "clc_better": last["clc_gan"] > last[CLC_BASE],
     }
 
@@ -277,7 +278,7 @@ def _fmnist(out: Path, p: AdversarialPreset, device: str) -> dict:
     x, _ = _fashion_mnist("train")
     x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(p.seed))[: p.fmnist_train]]
     results: dict[str, Any] = {}
-    for family in FMNIST_FAMILIES:
+    for family in (*FMNIST_FAMILIES, CLC_BASE):
         torch.manual_seed(p.seed)
         model = _fmnist_model(p)
         game = GANGame(_gan_config(family, p, ring=False))
@@ -306,7 +307,7 @@ def _fmnist(out: Path, p: AdversarialPreset, device: str) -> dict:
             "fid_fmnist": m["fid_fmnist"], "precision": m["precision"], "recall": m["recall"],
             "seconds_per_image": per_image, "curve": curve, "steps": p.fmnist_steps,
         }  # fmt: skip
-    curves = {k: v["curve"] for k, v in results.items() if k in (CLC_BASE, "clc_gan")}
+    curves = {k: v["curve"] for k, v in results.items() if k in (CLC_BASE, "wgan_gp", "clc_gan")}
     _plot_curves(out / "fmnist_convergence.png", curves, "fid_fmnist", "fid_fmnist (lower is better)",
                  "Fashion-MNIST, same iterations")  # fmt: skip
     return results
@@ -445,6 +446,24 @@ def build(preset: str, device: str = "cpu") -> dict[str, tuple[torch.nn.Module, 
     return out
 
 
+_STAGE_FIELDS = {
+    "dirac": ("clc",),
+    "ring": ("ring_", "clc", "seed"),
+    "fmnist": ("fmnist_", "gan_lr", "wgan_lr", "clc", "seed"),
+    "triple": ("triple_", "supervised_", "classifier_width", "fmnist_latent", "fmnist_batch", "seed"),
+}
+
+
+def _key(p: AdversarialPreset, stage: str) -> dict:
+    """The preset fields a stage depends on (its cache key), with the GAN recipes it trains."""
+    fields = {k: v for k, v in asdict(p).items() if k.startswith(_STAGE_FIELDS[stage])}
+    if stage in ("ring", "fmnist"):
+        fields["recipes"] = {
+            f: asdict(_gan_config(f, p, stage == "ring")) for f in (CLC_BASE, *FMNIST_FAMILIES)
+        }
+    return fields
+
+
 def _preset(preset: str) -> AdversarialPreset:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
@@ -456,12 +475,15 @@ def run(preset: str, out: Path, device: str = "cpu") -> dict:
     p = _preset(preset)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    key = {"preset": preset, **asdict(p)}
     t0 = time.perf_counter()
-    dirac = _cached(out / "dirac" / "result.json", key, lambda: _dirac(out / "dirac", p))
-    ring = _cached(out / "ring" / "result.json", key, lambda: _ring(out / "ring", p, device))
-    fmnist = _cached(out / "fmnist" / "result.json", key, lambda: _fmnist(out / "fmnist", p, device))
-    triple = _cached(out / "triple" / "result.json", key, lambda: _triple(out / "triple", p, device))
+    dirac = _cached(out / "dirac" / "result.json", _key(p, "dirac"), lambda: _dirac(out / "dirac", p))
+    ring = _cached(out / "ring" / "result.json", _key(p, "ring"), lambda: _ring(out / "ring", p, device))
+    fmnist = _cached(
+        out / "fmnist" / "result.json", _key(p, "fmnist"), lambda: _fmnist(out / "fmnist", p, device)
+    )
+    triple = _cached(
+        out / "triple" / "result.json", _key(p, "triple"), lambda: _triple(out / "triple", p, device)
+    )
 
     fid_better = fmnist["clc_gan"]["fid_fmnist"] < fmnist[CLC_BASE]["fid_fmnist"]
     claims = {
@@ -473,13 +495,8 @@ def run(preset: str, out: Path, device: str = "cpu") -> dict:
     metrics = {
         "dirac_eigenvalues": dirac["eigenvalues"],
         "dirac_final_distance": dirac["final_distance_to_equilibrium"],
-        "clc_base": CLC_BASE,
-        "ring_modes_base": ring["modes_base"],
-        "ring_modes_clc_gan": ring["modes_clc_gan"],
-        "ring_high_quality_base": ring["high_quality_base"],
-        "ring_high_quality_clc_gan": ring["high_quality_clc_gan"],
-        "fid_fmnist_base": fmnist[CLC_BASE]["fid_fmnist"],
-        "fid_fmnist_clc_gan": fmnist["clc_gan"]["fid_fmnist"],
+        **{f"ring_{k}": v for k, v in ring.items() if k.startswith(("modes_", "high_quality_"))},
+        **{f"fid_fmnist_{k}": v["fid_fmnist"] for k, v in fmnist.items()},
         "triple_gan_labels": triple["labels"],
         "triple_gan_test_error": triple["triple_gan"]["test_error"],
         "supervised_test_error": triple["supervised"]["test_error"],

@@ -313,8 +313,9 @@ class GANConfig:
 
 
 # The families' reference recipes (DCGAN; WGAN: RMSprop 5e-5, c = 0.01, 5 critic steps; WGAN-GP:
-# Adam 1e-4, betas (0, 0.9), lambda = 10, 5 critic steps). CLC-GAN adds the control to WGAN-GP: with
-# weight clipping the critic's outputs are O(c), where a control term of weight O(1) does not act.
+# Adam 1e-4, betas (0, 0.9), lambda = 10, 5 critic steps). CLC-GAN is the WGAN loss with the
+# closed-loop control in place of clipping or a penalty: the control bounds the critic's outputs
+# (D -> (p - p_G) / clc in the function-space dynamics), which is what keeps the game stable.
 GAN_FAMILIES: dict[str, GANConfig] = {
     "gan": GANConfig(loss="nonsaturating"),
     "gan_minimax": GANConfig(loss="minimax"),
@@ -325,7 +326,7 @@ GAN_FAMILIES: dict[str, GANConfig] = {
         loss="wgan", n_critic=5, gp=10.0, lr_critic=1e-4, lr_generator=1e-4, betas=(0.0, 0.9)
     ),
     "clc_gan": GANConfig(
-        loss="wgan", n_critic=5, gp=10.0, clc=1.0, lr_critic=1e-4, lr_generator=1e-4, betas=(0.0, 0.9)
+        loss="wgan", n_critic=5, clc=1.0, lr_critic=1e-4, lr_generator=1e-4, betas=(0.0, 0.9)
     ),
 }
 

@@ -45,7 +45,7 @@ def test_tiny_stage_runs_caches_and_reports(tmp_path, monkeypatch):
         assert set(row) == {"family", "fid_fmnist", "precision", "recall", "nll_or_bpd", "seconds_per_image"}
         assert row["nll_or_bpd"] is None and row["seconds_per_image"] > 0 and math.isfinite(row["fid_fmnist"])
     m = result["metrics"]
-    assert 0 <= m["ring_modes_base"] <= 8 and 0 <= m["triple_gan_test_error"] <= 1
+    assert 0 <= m["ring_modes_clc_base"] <= 8 and 0 <= m["triple_gan_test_error"] <= 1
     assert m["triple_gan_labels"] == 20
     for fig in ("dirac/dirac_phase.png", "ring/ring_convergence.png", "fmnist/fmnist_convergence.png",
                 "fmnist/samples_clc_gan.png", "triple/samples_triple_gan.png"):  # fmt: skip
