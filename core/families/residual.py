@@ -70,8 +70,7 @@ class SNConv2d(nn.Module):
         self.coeff, self.n_iter = coeff, n_power_iterations
         u = torch.randn(1, c_in, *in_shape)
         self.register_buffer("u", u / u.norm())
-        self._power_iteration(30)
-        self._seen_version = self.conv.weight._version
+        self._seen_version = -1  # the first call runs a long power iteration (not at construction)
 
     @torch.no_grad()
     def _power_iteration(self, n: int) -> None:
@@ -84,7 +83,10 @@ class SNConv2d(nn.Module):
         self.u.copy_(u)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and self.conv.weight._version != self._seen_version:
+        if self._seen_version == -1:
+            self._power_iteration(30)
+            self._seen_version = self.conv.weight._version
+        elif self.training and self.conv.weight._version != self._seen_version:
             self._power_iteration(self.n_iter)
             self._seen_version = self.conv.weight._version
         sigma = F.conv2d(self.u, self.conv.weight, padding=self.conv.padding).norm()
