@@ -282,7 +282,7 @@ class ResidualBlock(nn.Module):
         gx, ld = residual_logdet(self.g, x, n_exact=n_exact)
         return x + gx, ld
 
-    def inverse(self, y: Tensor, tol: float = 1e-6, max_iter: int = 200) -> Tensor:
+    def inverse(self, y: Tensor, tol: float = 1e-5, max_iter: int = 300) -> Tensor:
         return solve_fixed_point(self.g, y, tol=tol, max_iter=max_iter)[0]
 
 
