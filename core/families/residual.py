@@ -70,8 +70,7 @@ class SNConv2d(nn.Module):
         self.coeff, self.n_iter = coeff, n_power_iterations
         u = torch.randn(1, c_in, *in_shape)
         self.register_buffer("u", u / u.norm())
-        self._power_iteration(30)
-        self._seen_version = self.conv.weight._version
+        self._seen_version = -1  # the first call runs a long power iteration (not at construction)
 
     @torch.no_grad()
     def _power_iteration(self, n: int) -> None:
@@ -84,7 +83,10 @@ class SNConv2d(nn.Module):
         self.u.copy_(u)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and self.conv.weight._version != self._seen_version:
+        if self._seen_version == -1:
+            self._power_iteration(30)
+            self._seen_version = self.conv.weight._version
+        elif self.training and self.conv.weight._version != self._seen_version:
             self._power_iteration(self.n_iter)
             self._seen_version = self.conv.weight._version
         sigma = F.conv2d(self.u, self.conv.weight, padding=self.conv.padding).norm()
@@ -280,7 +282,7 @@ class ResidualBlock(nn.Module):
         gx, ld = residual_logdet(self.g, x, n_exact=n_exact)
         return x + gx, ld
 
-    def inverse(self, y: Tensor, tol: float = 1e-6, max_iter: int = 200) -> Tensor:
+    def inverse(self, y: Tensor, tol: float = 1e-5, max_iter: int = 300) -> Tensor:
         return solve_fixed_point(self.g, y, tol=tol, max_iter=max_iter)[0]
 
 

@@ -80,6 +80,16 @@ def test_driver_rejects_unknown_stages(driver):
         driver.main(["--stages", "likelihood,nonsense"])
 
 
+def test_paper_preset_builds_with_matched_flow_sizes(driver):
+    from classic import likelihood
+
+    models = likelihood.build_models(likelihood.PRESETS["paper"])
+    params = {name: likelihood.count_parameters(models[name][0]) for name in likelihood.FLOW_MODELS}
+    assert params["vflow"] <= params["realnvp"] and max(params.values()) <= 1.1 * min(params.values())
+    assert likelihood.count_parameters(models["nade"][0]) == 2 * 500 * 784 + 500 + 784
+
+
+@pytest.mark.slow
 def test_paper_preset_builds_and_takes_a_few_steps(driver, cheap_metrics, tmp_path):
     from classic import likelihood
 
