@@ -32,6 +32,7 @@ from core.data import atomic_write  # noqa: E402
 #: stage name -> module of benchmarks/classic (adding a stage is one line here).
 STAGES = {
     "likelihood": "classic.likelihood",
+    "adversarial": "classic.adversarial",
     "diffusion": "classic.diffusion",
 }
 PRESETS = ("smoke", "quick", "paper")
