@@ -253,6 +253,9 @@ def demo(out: Path, seed: int = 0, device: str = "cpu") -> dict:
         "![plans](./plans.png)",
         "",
     ]
+    from .pusht.demo import demo_pusht
+
+    lines += demo_pusht(out, seed=seed)
     (out / "report.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return metrics
