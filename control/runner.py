@@ -259,7 +259,11 @@ def demo(out: Path, seed: int = 0, device: str = "cpu") -> dict:
         "![plans](./plans.png)",
         "",
     ]
+    from .pusht.demo import demo_pusht
+
+    lines += demo_pusht(out, seed=seed)
     with atomic_write(out / "report.md") as tmp:
-        tmp.write_text("\n".join(lines))
+        tmp.write_text("
+".join(lines))
     print("\n".join(lines))
     return metrics

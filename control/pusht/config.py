@@ -92,14 +92,14 @@ PRESETS = {
     "quick": PushTConfig(
         down_dims=(32, 64, 128),
         time_embed_dim=32,
-        train_steps=3000,
-        regression_steps=1000,
-        twoway_steps=600,
+        train_steps=2500,
+        regression_steps=800,
+        twoway_steps=500,
         batch_size=64,
         lr=1e-3,
         warmup_steps=200,
         ema_decay=0.999,
-        ckpt_every=1000,
+        ckpt_every=500,
     ),
     # Chi et al.'s state-based Push-T setup (GPU): U-Net (256, 512, 1024), batch 256, lr 1e-4.
     "paper": PushTConfig(),

@@ -1,6 +1,6 @@
 """Multimodality, shown: a two-way task where the demonstrations pass an obstacle on either side.
 
-A point agent in [-1, 1]² starts near (0, -0.8) and must reach (0, 0.8); a disc of radius 0.3
+A point agent in [-1, 1]² starts at (0, -0.8 ± 0.05) and must reach (0, 0.8); a disc of radius 0.3
 at the origin blocks the straight line. Half of the demonstrations go around the left, half
 around the right. Each step the agent moves towards its action (a target position) by at most
 0.08; a move that would enter the disc is refused (the agent stalls there and the episode counts
@@ -36,7 +36,9 @@ class TwoWayTask:
 
     @classmethod
     def reset(cls, n: int, rng: np.random.Generator) -> TwoWayTask:
-        return cls(START + rng.uniform(-0.05, 0.05, size=(n, 2)))
+        pos = np.repeat(START[None], n, axis=0)
+        pos[:, 1] += rng.uniform(-0.05, 0.05, size=n)  # on the axis of symmetry: nothing tells the way
+        return cls(pos)
 
     def step(self, target: np.ndarray) -> np.ndarray:
         """Move towards ``target`` (B, 2); returns a (B,) bool mask of refused (colliding) moves."""

@@ -218,3 +218,16 @@ def test_two_way_task():
     task = TwoWayTask(np.array([[0.0, -0.35]]))
     assert task.step(np.array([[0.0, 0.0]]))[0]  # a move into the disc is refused
     assert np.allclose(task.pos, [[0.0, -0.35]])
+
+
+def test_demo_stage_writes_gif_strip_and_score(tmp_path):
+    from PIL import Image
+
+    from control.pusht.demo import demo_pusht
+
+    lines = demo_pusht(tmp_path, seed=0, twoway_steps=2)
+    gif = Image.open(tmp_path / "pusht_expert.gif")
+    assert gif.n_frames > 5
+    assert (tmp_path / "pusht_strip.png").stat().st_size > 0 and (tmp_path / "pusht_twoway.png").is_file()
+    text = "\n".join(lines)
+    assert "0.95)) 1.00, success True" in text and "| diffusion |" in text and "| regression |" in text
