@@ -263,7 +263,6 @@ def demo(out: Path, seed: int = 0, device: str = "cpu") -> dict:
 
     lines += demo_pusht(out, seed=seed)
     with atomic_write(out / "report.md") as tmp:
-        tmp.write_text("
-".join(lines))
+        tmp.write_text("\n".join(lines))
     print("\n".join(lines))
     return metrics
