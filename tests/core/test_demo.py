@@ -33,5 +33,6 @@ def test_unknown_preset_is_refused_with_the_valid_names(capsys):
 def test_driver_finds_package_demos_and_relinks_figures():
     driver = load_driver()
     assert driver.has_demo("core") and driver.has_demo("control")
-    assert not driver.has_demo("molecules")  # no CLI yet: skipped by the main job
+    assert driver.has_demo("molecules")
+    assert not driver.has_demo("continual")  # no CLI yet: skipped by the main job
     assert driver._relink("![x](./plans.png)", "control") == "![x](control/plans.png)"
