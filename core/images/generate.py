@@ -1,5 +1,5 @@
-"""Sampling a trained image model: any ``core.sample`` solver, classifier-free guidance, or
-consistency sampling, in batches, with an exact count of network evaluations (NFE)."""
+"""Sampling a trained image model: any ``core.sample`` method (consistency sampling included),
+classifier-free guidance, in batches, with an exact count of network evaluations (NFE)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from tqdm.auto import tqdm
 
 from ..denoiser import Denoiser
 from ..guidance import ClassifierFree
-from ..objectives import ConsistencyModel, consistency_sample
 from ..sampling import CountingNet, grid_names, method_names, sample
 from .config import ImageConfig
 from .data import balanced_labels, check_labels
@@ -22,11 +21,15 @@ __all__ = ["CONSISTENCY", "generate"]
 CONSISTENCY = "consistency"
 
 
-def _consistency_times(den: Denoiser, steps: int) -> list[float]:
-    """t_max, then for 2+ steps intermediate times at EDM noise level sigma~ = 0.8, 0.3, ..."""
-    levels = [0.8, 0.3, 0.1][: steps - 1]
-    lam = -torch.log(torch.tensor(levels, dtype=torch.float64))
-    return [den.schedule.t_max] + [float(t) for t in den.schedule.t_of_log_snr(lam)]
+def _consistency_grid(den: Denoiser, steps: int) -> Tensor:
+    """t_max, for 2+ steps inner times at EDM noise levels sigma~ = 0.8, 0.3, 0.1, then t_min."""
+    if not 1 <= steps <= 4:
+        raise ValueError(f"consistency sampling here takes 1 to 4 steps, got {steps}")
+    sch = den.schedule
+    lam = -torch.log(torch.tensor([0.8, 0.3, 0.1][: steps - 1], dtype=torch.float64))
+    inner = sch.t_of_log_snr(lam).to(torch.float64)
+    ends = torch.tensor([sch.t_max, sch.t_min], dtype=torch.float64)
+    return torch.cat([ends[:1], inner, ends[1:]])
 
 
 @torch.no_grad()
@@ -49,8 +52,9 @@ def generate(
 
     Args:
         method: a ``core.sample`` method (``dpm_solver++`` is 2M, ``ddim``, ``ddpm``, ``euler``,
-            ``heun``, ...) or ``"consistency"``; ``ddpm`` with ``steps=None`` is the full
-            ancestral chain (``timesteps - 1`` steps on the model's own discrete times).
+            ``heun``, ``consistency`` re-noised at EDM noise levels 0.8, 0.3, 0.1, ...); ``ddpm``
+            with ``steps=None`` is the full ancestral chain (``timesteps - 1`` steps on the model's
+            own discrete times).
         steps: solver steps.
         grid: the step grid (``core.sampling.grid_names()``); default uniform in log-SNR,
             time-uniform for ``ddpm`` (then the full chain visits every discrete step).
@@ -60,10 +64,8 @@ def generate(
     """
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
-    if method != CONSISTENCY and method not in method_names():
-        raise ValueError(
-            f"unknown method {method!r}; expected one of {sorted(method_names()) + [CONSISTENCY]}"
-        )
+    if method not in method_names():
+        raise ValueError(f"unknown method {method!r}; expected one of {method_names()}")
     dev = next(denoiser.parameters()).device
     labels = balanced_labels(n, config.num_classes) if labels is None else labels
     check_labels(labels, config.num_classes, n)
@@ -81,6 +83,9 @@ def generate(
     grid = grid or ("time_uniform" if method == "ddpm" else "logsnr")
     if grid not in grid_names():
         raise ValueError(f"unknown grid {grid!r}; expected one of {grid_names()}")
+    if method == CONSISTENCY:
+        steps = steps or 1
+        grid = _consistency_grid(den, steps)
     if method == "ddpm" and steps is None:
         steps = round((den.schedule.t_max - den.schedule.t_min) * config.timesteps)
     bs = batch_size or config.eval_batch
@@ -90,22 +95,16 @@ def generate(
     for i in tqdm(range(0, n, bs), desc=f"sample {method}", disable=not progress, leave=False):
         z, y = noise[i : i + bs].to(dev), labels[i : i + bs].to(dev)
         counting.calls = 0
-        if method == CONSISTENCY:
-            if guide is not None:
-                raise ValueError("classifier-free guidance is not supported by consistency sampling")
-            model = ConsistencyModel(den)
-            x = consistency_sample(model, z, _consistency_times(den, steps or 1), generator=sampler_gen, y=y)
-        else:
-            x = sample(
-                den,
-                z,
-                method=method,
-                steps=steps,
-                guide=guide,
-                cond={"y": y},
-                grid=grid,
-                generator=sampler_gen,
-            )
+        x = sample(
+            den,
+            z,
+            method=method,
+            steps=steps,
+            guide=guide,
+            cond={"y": y},
+            grid=grid,
+            generator=sampler_gen,
+        )
         nfe = counting.calls
         out.append(x.clamp(-1, 1).cpu())
     info = {

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..denoiser import Denoiser
 from ..guidance.base import Guide, model_fn
+from ..sampling import sample
 from ..schedules import NoiseSchedule
 
 __all__ = ["ConsistencyDistillation", "ConsistencyModel", "consistency_sample", "karras_times"]
@@ -211,7 +212,8 @@ def consistency_sample(
     generator: torch.Generator | None = None,
     **cond,
 ) -> Tensor:
-    """One- or multi-step consistency sampling.
+    """One- or multi-step consistency sampling: ``core.sample(method="consistency")`` on the
+    grid ``times`` followed by the model's boundary time ``model.t_min``.
 
     ``x_T`` (B, ...) is the starting noise at ``times[0]`` (default: the schedule's t_max, one
     step). Each later time tau in ``times`` (decreasing) re-noises the estimate,
@@ -221,8 +223,5 @@ def consistency_sample(
     times = [sch.t_max] if times is None else list(times)
     if any(b >= a for a, b in zip(times, times[1:], strict=False)):
         raise ValueError(f"times must be strictly decreasing, got {times}")
-    x = model(x_T, times[0], **cond)
-    for tau in times[1:]:
-        z = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-        x = model(sch.alpha(tau).to(x.dtype) * x + sch.sigma(tau).to(x.dtype) * z, tau, **cond)
-    return x
+    grid = torch.tensor([*times, model.t_min], dtype=torch.float64)
+    return sample(model.denoiser, x_T, method="consistency", grid=grid, generator=generator, cond=cond)

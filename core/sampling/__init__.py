@@ -4,14 +4,15 @@ Importing this package registers every built-in method (the imports below run th
 ``@register`` decorators).
 """
 
-from . import analytic, ddpm, dpm_solver, dpm_solver_pp, ode, sde  # noqa: F401  (registration)
+from . import analytic, consistency, ddpm, dpm_solver, ode, sde  # noqa: F401  (registration)
 from .counting import CountingNet
 from .grids import GRIDS, grid_names, make_grid
-from .registry import METHODS, Method, SamplerContext, get_method, method_names, register
+from .registry import METHODS, Method, SamplerContext, gaussian_noise, get_method, method_names, register
 from .sample import DEFAULT_GRID, DEFAULT_METHOD, DEFAULT_STEPS, sample
 
 __all__ = [
     "sample",
+    "gaussian_noise",
     "CountingNet",
     "register",
     "get_method",

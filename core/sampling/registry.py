@@ -26,7 +26,11 @@ It returns the state at ``ctx.ts[-1]``. The contract:
 - after step i (i = 0 .. steps - 1) call ``x = ctx.done(i, x)``: it projects the state onto the
   guide's constraints, records the trajectory and advances the progress bar;
 - no ``.item()``, ``float(tensor)`` or Python branching on tensor values inside the loop;
-- draw noise only with :meth:`SamplerContext.noise` (it honours ``generator``).
+- draw noise only with :meth:`SamplerContext.noise` (it honours ``generator`` and the caller's
+  ``noise_fn``).
+
+The first ``ctx.model`` call of step i must be at the state at ``ctx.ts[i]`` and pass ``i``:
+``core.sample``'s per-step callback reports that state and its denoised estimate.
 """
 
 from __future__ import annotations
@@ -41,9 +45,29 @@ from torch import Tensor
 from ..denoiser import Denoiser
 from ..schedules import NoiseSchedule
 
-__all__ = ["SamplerContext", "Method", "register", "get_method", "METHODS", "method_names"]
+__all__ = [
+    "SamplerContext",
+    "Method",
+    "register",
+    "get_method",
+    "METHODS",
+    "method_names",
+    "gaussian_noise",
+]
 
 ModelFn = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
+NoiseFn = Callable[..., Tensor]
+
+
+def gaussian_noise(like: Tensor, generator: torch.Generator | None = None, **cond) -> Tensor:
+    """The default ``noise_fn``: i.i.d. standard normal noise shaped like ``like`` (its dtype and
+    device), drawn with ``generator``; ``cond`` is ignored.
+
+    A custom ``noise_fn(like, generator, **cond) -> Tensor`` returns noise of the same shape,
+    dtype and device (e.g. zero centre of mass, masked entries, correlated across frames); only
+    ``like``'s shape, dtype and device may be used, not its values.
+    """
+    return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
 @dataclass
@@ -61,6 +85,8 @@ class SamplerContext:
         order, multistep, lower_order_final: the solver configuration (validated).
         generator: the random generator for stochastic methods (or None).
         dtype: the state dtype (x_T's); coefficients are cast to it.
+        noise_fn: ``noise_fn(like, generator, **cond)``, the noise every stochastic step adds.
+        cond: the conditioning given to ``core.sample`` (passed to ``noise_fn``).
     """
 
     model: ModelFn
@@ -80,6 +106,8 @@ class SamplerContext:
     dtype: torch.dtype
     done: Callable[[int, Tensor], Tensor]
     _like: Tensor = field(repr=False)
+    noise_fn: NoiseFn = gaussian_noise
+    cond: dict = field(default_factory=dict)
     _cached: list[Tensor] = field(default_factory=list, repr=False)
 
     @property
@@ -108,9 +136,20 @@ class SamplerContext:
         return out
 
     def noise(self) -> Tensor:
-        """Standard normal noise shaped like the state, drawn with ``generator``."""
+        """Noise shaped like the state from ``noise_fn`` (default i.i.d. standard normal), drawn
+        with ``generator``."""
         like = self._like
-        return torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
+        if self.noise_fn is gaussian_noise:
+            return gaussian_noise(like, self.generator)
+        z = self.noise_fn(like, self.generator, **self.cond)
+        ok = isinstance(z, Tensor) and (z.shape, z.dtype, z.device) == (like.shape, like.dtype, like.device)
+        if not ok:
+            got = (tuple(z.shape), z.dtype, str(z.device)) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(
+                f"noise_fn must return a tensor of shape {tuple(like.shape)}, dtype {like.dtype} on "
+                f"{like.device}; got {got}"
+            )
+        return z
 
 
 SamplerFn = Callable[..., Tensor]

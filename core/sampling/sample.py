@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -12,9 +13,11 @@ from tqdm.auto import tqdm
 from ..denoiser import Denoiser
 from ..guidance.base import Guide, model_fn
 from .grids import make_grid
-from .registry import METHODS, SamplerContext, get_method
+from .registry import METHODS, NoiseFn, SamplerContext, gaussian_noise, get_method
 
 __all__ = ["sample", "DEFAULT_METHOD", "DEFAULT_GRID", "DEFAULT_STEPS"]
+
+Callback = Callable[[int, float, Tensor, Tensor], object]
 
 DEFAULT_METHOD = "dpm_solver"  # its defaults: order 3, multistep: DPM-Solver-3M (noise prediction)
 DEFAULT_GRID = "logsnr"
@@ -38,6 +41,8 @@ def sample(
     progress: bool = False,
     return_trajectory: bool = False,
     lower_order_final: bool = True,
+    noise_fn: NoiseFn | None = None,
+    callback: Callback | None = None,
     **options,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Integrate the reverse process from ``x_T`` at ``t_start`` down to ``t_end``.
@@ -48,15 +53,16 @@ def sample(
             (keep it float32/float64; the network may run in lower precision inside).
         method: a registered name (``core.sampling.method_names()``): ``ddpm``, ``ddim``,
             ``euler_maruyama``, ``euler``, ``heun``, ``dpm_solver``, ``dpm_solver++``,
-            ``analytic_ddpm``, ``analytic_ddim``. The default, DPM-Solver-3M (noise prediction)
-            on the ``logsnr`` grid, had the lowest error at 10-20 NFE on the Gaussian-mixture
-            oracle (2-64 D; <= 0.2x diffusers' default there, see benchmarks/samplers.py); for
-            strong guidance (large classifier-free scales) prefer ``dpm_solver++`` (2M), whose
-            data prediction stays bounded.
+            ``analytic_ddpm``, ``analytic_ddim``, ``consistency``. The default,
+            DPM-Solver-3M (noise prediction) on the ``logsnr`` grid, had the lowest error at
+            10-20 NFE on the Gaussian-mixture oracle among the methods and grids here (the
+            README states its error relative to diffusers' default; ``benchmarks/samplers.py``
+            measures it); for strong guidance (large classifier-free scales) prefer
+            ``dpm_solver++`` (2M), whose data prediction stays bounded.
         steps: number of grid intervals (default 20, or the length of an explicit grid - 1).
-            Network evaluations (NFE): ``steps`` for ddpm, ddim, euler_maruyama, euler and every
-            multistep solver; ``2 steps - 1`` for heun; ``order * steps`` for singlestep
-            DPM-Solver / DPM-Solver++ (orders 2 and 3).
+            Network evaluations (NFE): ``steps`` for ddpm, ddim, euler_maruyama, euler,
+            consistency and every multistep solver; ``2 steps - 1`` for heun; ``order * steps``
+            for singlestep DPM-Solver / DPM-Solver++ (orders 2 and 3).
         order: solver order (1-3) where the method has one; None = the method's default
             (``dpm_solver++``: 2, ``dpm_solver``: 3).
         multistep: multistep (one evaluation per step, previous ones reused) or singlestep
@@ -79,9 +85,18 @@ def sample(
             starting with (projected) x_T.
         lower_order_final: multistep solvers only: when ``steps < 15``, the last step is first
             order and (for order 3) the one before second order, as in diffusers (the official
-            code uses ``steps < 10``). On the oracle it mostly matters on coarse time-uniform grids
-            of discrete models (up to 20x lower error at 10 NFE, once 25% higher) and is within
-            +-15% on ``logsnr`` grids, hence on by default; singlestep solvers ignore it.
+            code uses ``steps < 10``). On by default: on the oracle it helps most on coarse
+            time-uniform grids of discrete models and changes little on ``logsnr`` grids
+            (``benchmarks/samplers.py``); singlestep solvers ignore it.
+        noise_fn: ``noise_fn(like, generator, **cond) -> Tensor``, the noise every stochastic
+            method draws (``ddpm``, ``ddim`` with eta > 0, ``euler_maruyama``, the analytic and
+            consistency samplers): a tensor of ``like``'s shape, dtype and device, e.g. noise with
+            zero centre of mass or masked entries. Default :func:`core.sampling.gaussian_noise`,
+            i.i.d. standard normal draws from ``generator``.
+        callback: ``callback(i, t, x, x0)``, called once per step i = 0 .. steps - 1 at the
+            step's first network evaluation, with ``t`` the grid time (a float), ``x`` the state
+            at ``t`` and ``x0`` its (guided) denoised estimate, each shaped like x_T (read them,
+            do not modify them in place). Its return value is ignored; raise to stop early.
         options: method-specific keyword options (e.g. ``variance="beta"`` for ``ddpm``,
             ``corrected=True`` for third-order multistep DPM-Solver(++)).
 
@@ -119,6 +134,10 @@ def sample(
     unknown = sorted(set(options) - set(m.options))
     if unknown:
         raise TypeError(f"unknown option(s) {unknown} for method {method!r}; it accepts {sorted(m.options)}")
+    if noise_fn is not None and not callable(noise_fn):
+        raise TypeError(f"noise_fn must be callable (like, generator, **cond) -> Tensor, got {noise_fn!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable (i, t, x, x0), got {callback!r}")
     if "eta" in m.options:
         if not (isinstance(eta, int | float) and 0.0 <= eta <= 1.0):
             raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
@@ -151,8 +170,11 @@ def sample(
             done = _make_done(
                 guide, cond, times, trajectory if return_trajectory else None, bar if progress else None
             )
+            model = model_fn(denoiser, guide, cond, "both" if callback is not None else m.need)
+            if callback is not None:
+                model = _with_callback(model, callback, ts.tolist())
             ctx = SamplerContext(
-                model=model_fn(denoiser, guide, cond, m.need),
+                model=model,
                 denoiser=denoiser,
                 schedule=sch,
                 ts=ts,
@@ -169,6 +191,8 @@ def sample(
                 dtype=x.dtype,
                 done=done,
                 _like=x,
+                noise_fn=gaussian_noise if noise_fn is None else noise_fn,
+                cond=cond,
             )
             try:
                 x = m.fn(ctx, x, **options)
@@ -213,6 +237,21 @@ def _grid(grid: str | Tensor, sch, steps: int | None, t_start: float | None, t_e
             f"times must lie in the schedule's [t_min, t_max] = [{lo:g}, {hi:g}], got [{t_end}, {t_start}]"
         )
     return make_grid(grid, sch, steps, t_start, t_end)
+
+
+def _with_callback(model, callback: Callback, ts: list[float]):
+    """``model`` that calls ``callback(i, t_i, x, x0)`` on the first evaluation of each step i."""
+    last = -1
+
+    def model_cb(x: Tensor, t: Tensor, step: int | None = None) -> tuple[Tensor, Tensor]:
+        nonlocal last
+        x0, eps = model(x, t, step)
+        if step is not None and step != last:
+            last = step
+            callback(step, ts[step], x, x0)
+        return x0, eps
+
+    return model_cb
 
 
 def _make_done(guide, cond, times, trajectory, bar):

@@ -96,3 +96,41 @@ def test_evaluate_starts_where_drawn():
     np.testing.assert_allclose(res.starts, starts)
     np.testing.assert_allclose(res.goals, goals)
     np.testing.assert_allclose(res.paths[:, 0], starts[:, :2])
+
+
+class _Counting(OraclePolicy):
+    def __init__(self, maze):
+        super().__init__(maze)
+        self.clock = []
+
+    def act(self, obs, goal, t):
+        self.clock.append(t)
+        return super().act(obs, goal, t)
+
+
+def test_evaluate_runs_d4rl_episodes_with_d4rl_reward():
+    """Full episodes of D4RL's length (umaze: 300 steps) and D4RL's reward, +1 for every step
+    that ends within 0.5 of the goal, recomputed here from the recorded paths."""
+    m = get_maze("umaze")
+    policy = _Counting(m)
+    res = evaluate(m, policy, episodes=3, seed=2)
+    assert policy.clock == list(range(300)) and res.paths.shape == (3, 301, 2)
+    dist = np.linalg.norm(res.paths[:, 1:] - res.goals[:, None], axis=-1)
+    np.testing.assert_array_equal(res.returns, (dist <= 0.5).sum(1))
+    np.testing.assert_array_equal(res.success, dist[:, -1] <= 0.5)
+    assert ((dist > 0.5) & (dist <= 1.0)).any()  # the radius matters on these paths
+
+
+def test_generated_actions_are_the_controller_plus_noise():
+    """The data generator's inlined control law is WaypointController's: each recorded action is
+    clip(controller(obs, goal) + N(0, 0.5^2) noise), the noise being the seed's first draws."""
+    from control.maze2d.generate import ACTION_NOISE, generate_stream
+
+    m = get_maze("medium")
+    data = generate_stream(m, 3000, seed=4)
+    noise = np.random.default_rng(4).normal(0.0, ACTION_NOISE, size=(3000, 2))
+    obs = data["observations"].astype(np.float64)
+    ctrl = WaypointController(m)(obs, data["infos/goal"].astype(np.float64))
+    expected = np.clip(ctrl + noise, -1.0, 1.0)
+    np.testing.assert_allclose(data["actions"], expected, rtol=0, atol=1e-4)  # float32 storage
+    assert data["timeouts"].sum() >= 5  # several goals: the waypoint logic is exercised

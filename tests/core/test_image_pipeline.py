@@ -65,7 +65,9 @@ def test_cli_train_sample_evaluate(tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics.pop("train")["steps"] == 3
     (row,) = metrics.values()
-    assert row["nfe"] == 2 and row["fid_digits"] >= 0 and 0 <= row["class_accuracy"] <= 1
+    # three training steps: the samples are far from the digits (a metric comparing the
+    # reference with itself, or with the data, would give about 0)
+    assert row["nfe"] == 2 and row["fid_digits"] > 1.0 and 0 <= row["class_accuracy"] <= 1
     assert list((run / "eval").glob("*.png"))
     assert "fid_digits" in capsys.readouterr().out
 

@@ -212,16 +212,69 @@ def test_ict_weighting_favours_the_fine_low_noise_intervals():
     torch.testing.assert_close(w[0] / w[-1], (sig[-1] - sig[-2]) / (sig[1] - sig[0]), rtol=1e-5, atol=0)
 
 
-def test_pseudo_huber_distance_runs():
+def test_pseudo_huber_distance_is_its_formula():
+    """With one sample, l2 = |d|^2 / D and pseudo-Huber = sqrt(|d|^2 + c^2) - c, c = 0.00054 sqrt(D)
+    (improved consistency training), for the same draws."""
     sch = VPSchedule.linear()
-    cd = ConsistencyDistillation(
-        ConsistencyModel(Denoiser(_mlp(), sch, "x0")),
-        Denoiser(GaussEps(sch, 0.0, 1.0), sch),
-        distance="pseudo_huber",
-    )
-    loss = cd(torch.randn(16, 2))
-    loss.backward()
-    assert loss.item() >= 0
+    student = ConsistencyModel(Denoiser(_mlp(), sch, "x0"))
+    teacher = Denoiser(GaussEps(sch, 0.0, 1.0), sch)
+    losses = {}
+    for d in ("l2", "pseudo_huber"):
+        losses[d] = ConsistencyDistillation(student, teacher, distance=d, num_steps=10)
+        with torch.no_grad():  # a target away from the student: |d| of order 0.01 - 1
+            for p in losses[d].target.parameters():
+                p.add_(0.05)
+    c = 0.00054 * math.sqrt(2)
+    for seed in range(4):
+        x0 = torch.randn(1, 2, generator=torch.Generator().manual_seed(seed))
+        l2, ph = (losses[d](x0, generator=torch.Generator().manual_seed(seed)) for d in losses)
+        sq = 2 * float(l2.detach())
+        assert sq > 1e-6
+        assert float(ph.detach()) == pytest.approx(math.sqrt(sq + c * c) - c, rel=1e-5)
+    ph.backward()
+    assert all(p.grad is not None for p in student.parameters())
+
+
+# --- denoising_loss targets ------------------------------------------------------------------------
+def _vp_closed_form(t):
+    """alpha, sigma and their time derivatives of VPSchedule.linear() (beta 0.1 -> 20), written out."""
+    b0, b1 = 0.1, 20.0
+    log_a = -0.25 * t**2 * (b1 - b0) - 0.5 * t * b0
+    a = torch.exp(log_a)
+    s = torch.sqrt(1 - a**2)
+    da = a * (-0.5 * t * (b1 - b0) - 0.5 * b0)
+    return a, s, da, -a * da / s
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v", "score", "velocity"])
+def test_denoising_loss_targets_are_the_textbook_ones(prediction):
+    """A network that outputs the exact target, written out here (eps; x0; v = alpha eps - sigma x0
+    (Salimans & Ho); score = -eps / sigma; velocity = alpha' x0 + sigma' eps), has zero loss for
+    its own target and for every other one; the wrong sign of any target does not."""
+    from core.objectives import denoising_loss
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(8, 3, dtype=torch.float64, generator=g)
+    noise = torch.randn(8, 3, dtype=torch.float64, generator=g)
+    t = torch.rand(8, dtype=torch.float64, generator=g) * 0.9 + 0.05
+    a, s, da, ds = (c[:, None] for c in _vp_closed_form(t))
+    truth = {
+        "eps": noise,
+        "x0": x0,
+        "v": a * noise - s * x0,
+        "score": -noise / s,
+        "velocity": da * x0 + ds * noise,
+    }
+    for sign in (1.0, -1.0):
+        den = Denoiser(lambda x, tt, sign=sign: sign * truth[prediction], VPSchedule.linear(), prediction)
+        for target in truth:
+            loss = float(denoising_loss(den, x0, target=target, t=t, noise=noise))
+            if sign == 1.0:
+                assert loss < 1e-20, (prediction, target, loss)
+            elif target == prediction:  # own target: the loss is exactly mean((2 target)^2)
+                assert loss == pytest.approx(float((2 * truth[target]).pow(2).mean()), rel=1e-12)
+            else:
+                assert loss > 1e-3, (prediction, target, loss)
 
 
 # --- score distillation -----------------------------------------------------------------------------

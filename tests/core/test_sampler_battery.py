@@ -3,7 +3,8 @@
 A method registered with ``core.sampling.register`` is picked up here without editing a list
 (as diffusers' common scheduler tests do): every supported (order, multistep) configuration
 runs on the exact Gaussian-mixture oracle and is checked for shape and dtype, determinism
-under a generator, guidance, inpainting and the conditioning reaching the guides.
+under a generator, guidance, inpainting, the conditioning reaching the guides, the per-step
+callback and the injectable noise function.
 """
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from core import Denoiser, VPSchedule
 from core.guidance import Energy, Inpaint, Project, combine
-from core.sampling import get_method, method_names, sample
+from core.sampling import gaussian_noise, get_method, make_grid, method_names, sample
 from core.testing import GaussianMixture
 
 SCH = VPSchedule.linear()
@@ -143,3 +144,93 @@ def test_energy_guidance_equals_the_tilted_network(name, order, ms):
     shifted = _run(Denoiser(tilted, SCH, "eps"), x_T, name, order, ms)
     assert torch.allclose(guided, shifted, rtol=0, atol=1e-9)
     assert not torch.allclose(guided, _run(_denoiser(), x_T, name, order, ms), atol=1e-3)
+
+
+@pytest.mark.parametrize("name,order,ms", CONFIGS, ids=IDS)
+def test_callback_sees_each_step_state_and_denoised_estimate(name, order, ms):
+    den, x_T = _denoiser(), _x_T()
+    seen = []
+    x, traj = _run(den, x_T, name, order, ms, return_trajectory=True, callback=lambda *a: seen.append(a))
+    assert torch.equal(x, _run(den, x_T, name, order, ms))  # observing changes nothing
+    ts = make_grid("logsnr", SCH, STEPS, SCH.t_max, SCH.t_min).tolist()
+    assert [s[0] for s in seen] == list(range(STEPS)) and [s[1] for s in seen] == ts[:-1]
+    for i, t, xi, x0 in seen:
+        assert torch.equal(xi, traj[i])
+        assert torch.allclose(x0, GM.x0(xi, t), rtol=0, atol=1e-10)
+
+
+def _counting_noise(calls: list, scale: float = 1.0, fixed: torch.Tensor | None = None):
+    def noise_fn(like, generator, **cond):
+        calls.append(sorted(cond))
+        z = gaussian_noise(like, generator) if fixed is None else fixed.to(like.dtype)
+        return scale * z
+
+    return noise_fn
+
+
+@pytest.mark.parametrize("name,order,ms", CONFIGS, ids=IDS)
+def test_noise_fn_default_is_bitwise_today_and_custom_noise_is_used(name, order, ms):
+    den, x_T = _denoiser(), _x_T()
+    for kw in ({}, {"eta": 1.0} if "eta" in get_method(name).options else {}):
+        default = _run(den, x_T, name, order, ms, **kw)
+        assert torch.equal(default, _run(den, x_T, name, order, ms, noise_fn=gaussian_noise, **kw))
+        calls = []
+        counted = _run(den, x_T, name, order, ms, noise_fn=_counting_noise(calls), cond={"m": 1}, **kw)
+        assert torch.equal(default, counted) and all(c == ["m"] for c in calls)
+        # one step: the output is affine in the drawn noise, and the noise matters
+        z = torch.randn(x_T.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+        outs, drawn = [], []
+        for scale in (0.0, 1.0, 2.0):
+            outs.append(
+                sample(
+                    den,
+                    x_T,
+                    method=name,
+                    order=order,
+                    multistep=ms,
+                    steps=1,
+                    noise_fn=_counting_noise(drawn, scale, z),
+                    **_options(name),
+                    **kw,
+                )
+            )
+        if drawn:
+            assert len(drawn) == 3
+            assert torch.allclose(outs[2] - outs[1], outs[1] - outs[0], rtol=0, atol=1e-12)
+            assert float((outs[1] - outs[0]).abs().min()) > 0
+        else:
+            assert torch.equal(outs[0], outs[2])
+
+
+def test_zero_centre_of_mass_noise_keeps_samples_centred():
+    """Isotropic components with centred means keep a centred state's centre of mass exactly at
+    zero under the exact posterior mean; i.i.d. noise moves it, centred noise must not."""
+    means = torch.tensor([[1.0, -2.0, 1.0, 0.0], [-1.5, 0.5, 0.5, 0.5], [0.0, 0.0, 2.0, -2.0]])
+    gm = GaussianMixture([0.3, 0.3, 0.4], means, torch.full((3, 4), 0.2), schedule=SCH)
+    den = gm.as_denoiser("eps")
+    x_T = torch.randn(64, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x_T = x_T - x_T.mean(1, keepdim=True)
+
+    def centred(like, generator, **cond):
+        z = gaussian_noise(like, generator)
+        return z - z.mean(1, keepdim=True)
+
+    for method, kw in [("ddpm", {}), ("ddim", {"eta": 1.0}), ("euler_maruyama", {})]:
+        g = torch.Generator().manual_seed(1)
+        plain = sample(den, x_T, method=method, steps=10, generator=g, **kw)
+        g = torch.Generator().manual_seed(1)
+        x, traj = sample(
+            den, x_T, method=method, steps=10, generator=g, noise_fn=centred, return_trajectory=True, **kw
+        )
+        assert float(plain.mean(1).abs().max()) > 0.1
+        assert float(traj.mean(-1).abs().max()) < 1e-12 and torch.equal(traj[-1], x)
+
+
+def test_bad_noise_fn_and_callback_are_named():
+    den, x_T = _denoiser(), _x_T()
+    with pytest.raises(ValueError, match="noise_fn must return a tensor of shape"):
+        sample(den, x_T, method="ddpm", steps=2, noise_fn=lambda like, g, **c: like[:1])
+    with pytest.raises(TypeError, match="noise_fn must be callable"):
+        sample(den, x_T, method="ddpm", steps=2, noise_fn=3)
+    with pytest.raises(TypeError, match="callback must be callable"):
+        sample(den, x_T, steps=2, callback="print")

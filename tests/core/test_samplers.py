@@ -6,9 +6,19 @@ import torch
 
 from core import LinearSchedule, VESchedule, VPSchedule
 from core.guidance import Guide
-from core.sampling import DEFAULT_GRID, DEFAULT_METHOD, get_method, grid_names, method_names, sample
+from core.sampling import (
+    DEFAULT_GRID,
+    DEFAULT_METHOD,
+    get_method,
+    grid_names,
+    make_grid,
+    method_names,
+    sample,
+)
 from core.schedules import linear_betas
 from core.testing import GaussianMixture
+
+from . import test_sampler_battery as battery
 
 SCHEDULES = {
     "vp_linear": VPSchedule.linear(),
@@ -17,15 +27,9 @@ SCHEDULES = {
     "ve": VESchedule(sigma_min=0.01, sigma_max=20.0),
     "linear": LinearSchedule(),
 }
-# (method, order, multistep); analytic_* need a Gamma table and are tested with their module.
-CONFIGS = [
-    ("ddpm", 1, False),
-    ("ddim", 1, False),
-    ("euler_maruyama", 1, False),
-    ("euler", 1, False),
-    ("heun", 1, False),
-    *[(m, o, ms) for m in ("dpm_solver", "dpm_solver++") for o in (1, 2, 3) for ms in (False, True)],
-]
+# every (method, order, multistep) the registry declares; options a method requires (the
+# Analytic-DPM Gamma table) come from the shared battery's helper
+CONFIGS = battery.CONFIGS
 
 
 def _oracle(name, prediction="eps", dim=2):
@@ -55,17 +59,43 @@ def test_every_method_runs_on_every_schedule(name, method, order, multistep, gri
         multistep=multistep,
         grid=grid,
         generator=torch.Generator().manual_seed(0),
+        **battery._options(method),
     )
     assert x.shape == x_T.shape and x.dtype == x_T.dtype and bool(torch.isfinite(x).all())
     if method != "euler_maruyama":  # explicit EM is unstable near t_max of VE / flow paths at 6 steps
         assert float(x.abs().max()) < 10.0  # the data lie within radius ~3
 
 
+@pytest.mark.parametrize("name", ["vp_linear", "vp_discrete", "ve"])
+def test_grids_follow_their_definitions(name):
+    """Each grid is uniform in its own variable, checked through the schedule's log-SNR:
+    t, lambda = log(alpha / sigma), sqrt(t) (time_quadratic) and (sigma / alpha)^(1 / 7) (EDM's
+    Karras spacing with rho = 7), from t_start exactly to t_end exactly."""
+    sch = SCHEDULES[name]
+    t0, t1, n = sch.t_max, max(sch.t_min, 2e-3), 9
+    variables = {
+        "time_uniform": lambda t: t,
+        "logsnr": lambda t: sch.log_snr(t),
+        "time_quadratic": lambda t: t.sqrt(),
+        "karras": lambda t: torch.exp(-sch.log_snr(t) / 7.0),
+    }
+    assert sorted(variables) == sorted(grid_names())
+    for grid, var in variables.items():
+        ts = make_grid(grid, sch, n, t0, t1)
+        assert ts.dtype == torch.float64 and ts.shape == (n + 1,)
+        assert float(ts[0]) == t0 and float(ts[-1]) == t1 and bool((ts.diff() < 0).all())
+        u = var(ts)
+        step = (u[-1] - u[0]) / n
+        assert torch.allclose(u.diff(), step.expand(n), rtol=1e-9, atol=1e-12), grid
+
+
 @pytest.mark.parametrize("grid", grid_names())
-def test_grids_and_float32_state(grid):
+def test_float32_state_matches_float64(grid):
     _, den = _oracle("vp_linear")
-    x = sample(den, _x_T(den.schedule).float(), steps=8, grid=grid)
-    assert x.dtype == torch.float32 and bool(torch.isfinite(x).all())
+    x_T = _x_T(den.schedule)
+    x32 = sample(den, x_T.float(), steps=8, grid=grid)
+    assert x32.dtype == torch.float32
+    assert torch.allclose(x32.double(), sample(den, x_T, steps=8, grid=grid), rtol=0, atol=1e-4)
 
 
 def test_deterministic_solvers_agree_with_the_reference():
@@ -236,3 +266,27 @@ def test_bad_network_shape_fails_on_the_first_call(method):
     ):
         sample(den, x_T, method=method, steps=5)
     assert net.calls == 1 and not den._time_cache
+
+
+def test_consistency_method_is_the_consistency_model_renoised():
+    """method="consistency" evaluates ConsistencyModel f at each grid time and re-noises with
+    the same draws in between; f at the boundary is the identity and one step from the exact
+    oracle is its DDIM jump to t_min."""
+    from core.objectives import ConsistencyModel
+
+    _, den = _oracle("vp_linear")
+    sch = den.schedule
+    f = ConsistencyModel(den)
+    x_T = _x_T(sch, b=16)
+    grid = torch.tensor([sch.t_max, 0.6, 0.2, sch.t_min], dtype=torch.float64)
+    ours = sample(den, x_T, method="consistency", grid=grid, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    x = f(x_T, grid[0])
+    for tau in grid[1:-1]:
+        z = torch.randn(x.shape, generator=g, dtype=x.dtype)
+        x = f(sch.alpha(tau) * x + sch.sigma(tau) * z, tau)
+    assert torch.allclose(ours, x, rtol=0, atol=1e-12)
+    assert torch.equal(f(x_T, sch.t_min), x_T)
+    one = sample(den, x_T, method="consistency", steps=1)
+    assert torch.allclose(one, sample(den, x_T, method="ddim", steps=1), rtol=0, atol=1e-12)
+    assert get_method("consistency").nfe(3, 1, False) == 3
