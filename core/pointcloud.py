@@ -23,6 +23,7 @@ __all__ = [
     "remove_mean",
     "unpack",
     "zero_com_noise",
+    "zero_com_noise_fn",
 ]
 
 
@@ -81,6 +82,18 @@ def zero_com_noise(
     """
     noise = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=mask.device)
     return remove_mean(noise, mask, features)
+
+
+def zero_com_noise_fn(mask_key: str = "node_mask", features: slice = slice(0, 3)):
+    """A ``core.sample`` ``noise_fn`` drawing :func:`zero_com_noise` with the mask in ``cond[mask_key]``."""
+
+    def noise_fn(like: Tensor, generator: torch.Generator | None = None, **cond) -> Tensor:
+        if mask_key not in cond:
+            raise ValueError(f"zero-CoM noise needs cond[{mask_key!r}]; got keys {sorted(cond)}")
+        mask = cond[mask_key].to(like.device)
+        return zero_com_noise(like.shape, mask, features, generator=generator, dtype=like.dtype)
+
+    return noise_fn
 
 
 def pack(clouds: Sequence[Tensor], n_max: int | None = None) -> tuple[Tensor, Tensor]:

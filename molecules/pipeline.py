@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import core
 from core.guidance import Energy, Project, combine
 from core.objectives import denoising_loss
-from core.pointcloud import node_mask, remove_mean, zero_com_noise
+from core.pointcloud import node_mask, remove_mean, zero_com_noise, zero_com_noise_fn
 
 from .data import QM9, elements
 from .models import CHARGE_SCALE, ONEHOT_SCALE, EDMDynamics, PropertyRegressor, polynomial_schedule
@@ -255,6 +255,7 @@ def sample_molecules(
             steps=num,
             guide=guide,
             cond=cond,
+            noise_fn=zero_com_noise_fn("node_mask", POSITIONS),
             generator=generator,
             progress=progress,
         )

@@ -6,7 +6,15 @@ import torch
 import core
 from core.guidance import Project
 from core.objectives import denoising_loss
-from core.pointcloud import masked_mean, node_mask, pack, remove_mean, unpack, zero_com_noise
+from core.pointcloud import (
+    masked_mean,
+    node_mask,
+    pack,
+    remove_mean,
+    unpack,
+    zero_com_noise,
+    zero_com_noise_fn,
+)
 
 
 def _batch():
@@ -89,3 +97,25 @@ def test_masked_zero_mean_guide_reads_the_mask_from_cond():
             guide=Project.masked_zero_mean("other"),
             cond={"node_mask": mask},
         )
+
+
+def test_zero_com_noise_fn_feeds_core_sample_masked_noise():
+    sch = core.VPSchedule.linear()
+    den = core.Denoiser(lambda x, t, node_mask: 0.0 * x, sch)
+    mask = node_mask(torch.tensor([3, 2]), 4)
+    seen = []
+
+    def callback(i, t, x, x0):
+        seen.append(x.clone())
+
+    core.sample(
+        den,
+        zero_com_noise((2, 4, 5), mask, dtype=torch.float64),
+        method="ddpm",
+        steps=5,
+        cond={"node_mask": mask},
+        noise_fn=zero_com_noise_fn(),
+        callback=callback,
+    )
+    for x in seen:  # without any projection guide, every state stays centred and padded with zeros
+        assert (x[~mask] == 0).all() and masked_mean(x, mask)[..., :3].abs().max() < 1e-5
