@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from core.runs import USER_ERRORS, add_demo_arguments
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
@@ -82,19 +84,19 @@ def cmd_train(args) -> None:
 
 
 def cmd_sample(args) -> None:
-    from .cli import sample_command
+    from .commands import sample_command
 
     sample_command(_config(args), _run_dir(args, f"benchmark-{args.preset}"), args)
 
 
 def cmd_guide(args) -> None:
-    from .cli import guide_command
+    from .commands import guide_command
 
     guide_command(_config(args), _run_dir(args, f"benchmark-{args.preset}"), args)
 
 
 def cmd_evaluate(args) -> None:
-    from .cli import evaluate_command
+    from .commands import evaluate_command
 
     print(json.dumps(evaluate_command(_config(args), args), indent=2))
 
@@ -109,11 +111,11 @@ def cmd_benchmark(args) -> None:
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
-    out = Path(args.out or "runs/molecules/demo")
-    print(json.dumps(run_demo(out, seed=args.seed, device=args.device), indent=2))
+    print(json.dumps(run_demo(Path(args.out), seed=args.seed, device=args.device), indent=2))
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m molecules`` argument parser (its ``demo`` follows the demo contract)."""
     parser = argparse.ArgumentParser(prog="python -m molecules", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -150,18 +152,21 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(fn=cmd_benchmark)
 
     p = sub.add_parser("demo", help="a short run on a small cached subset (< 3 minutes)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="auto | cpu | cuda")
-    p.add_argument("--out", default=None)
+    add_demo_arguments(p, "molecules", progress=False)
     p.set_defaults(fn=cmd_demo)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m molecules`` with ``argv``; returns the exit status (2 for a user error)."""
+    args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -226,7 +226,7 @@ def _evaluate_property(
     for name, scale in methods.items():
         cache = run / f"samples_{prop}_{name}.pt"
         if cache.exists():
-            saved = torch.load(cache)
+            saved = torch.load(cache, weights_only=True)
             xs, ms, seconds = saved["x"], saved["mask"], saved["seconds"]
         else:
             t0 = time.perf_counter()

@@ -206,7 +206,7 @@ def load_qm9(remove_h: bool = True, root: str | Path | None = None) -> QM9:
     root = Path(root) if root is not None else data_root() / "qm9"
     cache = root / f"qm9_v{_CACHE_VERSION}.pt"
     if cache.exists():
-        raw = torch.load(cache, weights_only=False)
+        raw = torch.load(cache, weights_only=True)
     else:
         raw = _parse_csvs(qm9_csv_dir())
         with atomic_write(cache) as tmp:
