@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from core.runs import USER_ERRORS, add_demo_arguments
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
@@ -15,7 +17,7 @@ def _parse_set(items: list[str]) -> dict[str, object]:
     out: dict[str, object] = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
+            raise ValueError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         for cast in (int, float):
             try:
@@ -40,18 +42,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     cfg = preset(PRESETS, args.preset)
-    try:
-        method = apply_overrides(cfg.method, _parse_set(args.set))
-        cfg = dataclasses.replace(
-            cfg,
-            method=method,
-            scenarios=tuple(args.scenarios) if args.scenarios else cfg.scenarios,
-            methods=tuple(args.methods) if args.methods else cfg.methods,
-            seeds=args.seeds if args.seeds is not None else cfg.seeds,
-        )
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    method = apply_overrides(cfg.method, _parse_set(args.set))
+    cfg = dataclasses.replace(
+        cfg,
+        method=method,
+        scenarios=tuple(args.scenarios) if args.scenarios else cfg.scenarios,
+        methods=tuple(args.methods) if args.methods else cfg.methods,
+        seeds=args.seeds if args.seeds is not None else cfg.seeds,
+    )
     out = Path(args.out) if args.out else Path("runs/continual") / f"benchmark-{args.preset}"
     payload = run_benchmark(cfg, out, device=resolve_device(args.device), seed=args.seed)
     print(table(payload))
@@ -66,7 +64,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m continual`` argument parser (its ``demo`` follows the demo contract)."""
     from .methods import METHODS
     from .scenarios import SCENARIOS
 
@@ -84,12 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     b.set_defaults(func=cmd_benchmark)
     d = sub.add_parser("demo", help="a short Split-Digits run with its accuracy-matrix figure")
-    d.add_argument("--out", default="runs/demo/continual")
-    d.add_argument("--device", default="cpu", help="cpu | cuda | auto")
-    d.add_argument("--seed", type=int, default=0)
+    add_demo_arguments(d, "continual", progress=False)
     d.set_defaults(func=cmd_demo)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m continual`` with ``argv``; returns the exit status (2 for a user error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
