@@ -60,6 +60,12 @@ def test_presets_resolve_to_the_papers_settings():
     t = paper.translate
     assert (t.lambda_s, t.lambda_i, t.m, t.steps, t.factor, t.layer) == (500.0, 2.0, 0.5, 500, 32, "mid")
     assert paper.models.timesteps == 1000
+    from vision.egsde.models import build_domain_classifier, build_score_net
+
+    unet = build_score_net(paper.models, 256, 3)
+    clf = build_domain_classifier(paper.models, 256, 3)
+    assert sum(p.numel() for p in unet.parameters()) > 50e6
+    assert clf.layers[-2:] == ("mid", "pool") and len(clf.levels) == 6
     quick = bench_config("quick")
     assert quick.tasks == ("digits", "fashion") and len(quick.seeds) >= 3
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
