@@ -279,6 +279,9 @@ def run_task(
 
     methods: dict[str, dict] = {}
     shown = {}
+    pick = (
+        torch.linspace(0, len(src) - 1, min(config.figure_pairs, len(src))).round().long()
+    )  # spread over classes
     for tag, method, which in BENCH_METHODS:
         per_seed = []
         for seed in config.seeds:
@@ -286,7 +289,7 @@ def run_task(
             per_seed.append(translation_metrics(y, src.cpu(), task.target_test, evaluator,
                                                 source_labels=labels, label_of=label_of))  # fmt: skip
             if seed == config.seeds[0]:
-                shown[tag] = y[: config.figure_pairs]
+                shown[tag] = y[pick]
         methods[tag] = {k: _stats([r[k] for r in per_seed]) for k in per_seed[0]}
     sensitivity = {}
     x_m = src[: config.m_grid_test]
@@ -318,7 +321,7 @@ def run_task(
         "seconds": time.perf_counter() - start,
     }  # fmt: skip
     _write_json(folder / "metrics.json", result)
-    torch.save({"source": task.source_test[: config.figure_pairs], **shown}, folder / "figure_images.pt")
+    torch.save({"source": task.source_test[pick], **shown}, folder / "figure_images.pt")
     return result
 
 
