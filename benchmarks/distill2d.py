@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from core.config import save_config
-from core.data.paths import atomic_write
 from core.denoiser import Denoiser
+from core.files import atomic_write
 from core.metrics import sliced_wasserstein
 from core.nets.mlp import MLPConfig, MLPNet
 from core.objectives import denoising_loss, lora_copy, particle_loss, sds_loss, vsd_loss

@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
 
 from benchmarks.distill2d import DISTILL2D_PRESETS, run_distill2d  # noqa: E402
-from core.data.paths import atomic_write  # noqa: E402
+from core.files import atomic_write  # noqa: E402
 from core.objectives import straightness  # noqa: E402
 from vision.generation.config import image_config  # noqa: E402
 from vision.generation.evaluate import evaluate_run  # noqa: E402

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from core.files import read_json, write_json  # noqa: E402
+from core.runs import USER_ERRORS, add_demo_arguments, run_folder  # noqa: E402
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -40,7 +43,7 @@ def cmd_train(args) -> None:
     from .runner import train_run
 
     cfg = _cfg(args).replace(train_steps=args.steps)
-    out = Path("runs/control") / (args.name or f"{args.preset}-{cfg.maze}")
+    out = run_folder("control", args.name or f"{args.preset}-{cfg.maze}")
     train_run(cfg, out)
     print(f"trained planner in {out}")
 
@@ -49,14 +52,15 @@ def cmd_plan(args) -> None:
     import numpy as np
 
     from .maze2d.mazes import get_maze
+    from .maze2d.train import PLANNER_FILE
     from .plots import plot_plans
     from .runner import make_planner
 
     cfg = _cfg(args)
     run = Path(args.run)
-    cfg = cfg.replace(maze=json.loads((run / "planner.json").read_text())["maze"], solver_steps=args.steps)
+    cfg = cfg.replace(maze=read_json(run / PLANNER_FILE)["maze"], solver_steps=args.steps)
     maze = get_maze(cfg.maze)
-    start = np.array([[*args.start, 0.0, 0.0]])
+    start = np.array([[*maze.validate_position(np.array(args.start), "start"), 0.0, 0.0]])
     goal = maze.validate_goal(np.array([args.goal]))
     planner = make_planner(run, cfg, args.method)
     plan = planner.plan(start, goal, seed=args.seed)
@@ -67,12 +71,13 @@ def cmd_plan(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .runner import evaluate_run, print_table, write_json
+    from .maze2d.train import PLANNER_FILE
+    from .runner import evaluate_run, print_table
 
     cfg = _cfg(args).replace(episodes=args.episodes, replan_every=args.replan_every)
     run = Path(args.run) if args.run else None
     if run is not None:
-        cfg = cfg.replace(maze=json.loads((run / "planner.json").read_text())["maze"])
+        cfg = cfg.replace(maze=read_json(run / PLANNER_FILE)["maze"])
     tasks = ("multi2d",) if args.multi else ("maze2d",)
     metrics = evaluate_run(cfg, run, methods=args.methods, tasks=tasks)
     out = run or Path("runs/control") / f"eval-{cfg.maze}"
@@ -94,10 +99,11 @@ def cmd_benchmark(args) -> None:
 def cmd_demo(args) -> None:
     from .runner import demo
 
-    demo(Path(args.out), seed=args.seed, device=args.device)
+    demo(args.out, seed=args.seed, device=args.device)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m control``."""
     parser = argparse.ArgumentParser(prog="python -m control", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -141,17 +147,25 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(fn=cmd_benchmark)
 
     p = sub.add_parser("demo", help="short Maze2D run for the main job (report.md + plan figure)")
-    p.add_argument("--out", default="runs/demo/control")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="auto | cpu | cuda")
+    add_demo_arguments(p, "control", progress=False)
     p.set_defaults(fn=cmd_demo)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m control`` with ``argv``; returns the exit status (2 for a user error,
+    reported as one line on stderr, as ``python -m core`` does)."""
+    args = build_parser().parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    args.fn(args)
+    try:
+        args.fn(args)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from core.config import preset as core_preset
+
 from .maze2d.mazes import get_maze
 
 __all__ = ["Maze2DConfig", "PRESETS", "preset"]
@@ -98,10 +100,10 @@ class Maze2DConfig:
         return dataclasses.asdict(self)
 
 
-PRESETS: dict[str, dict] = {
+PRESETS: dict[str, Maze2DConfig] = {
     # CPU: a narrower U-Net (dim_mults (1, 2, 4)) that also receives the start and goal
     # (cond_input), 6k steps at batch 32 on one thread, lr 1e-3 with warm-up and cosine decay.
-    "quick": dict(
+    "quick": Maze2DConfig(
         maze="umaze",
         data_steps=1_000_000,
         dim_mults=(1, 2, 4),
@@ -118,7 +120,7 @@ PRESETS: dict[str, dict] = {
         mazes=["umaze"],
     ),
     # Diffuser's Maze2D setup (GPU): TemporalUnet 32 x (1, 4, 8), batch 32, lr 2e-4, 2M steps.
-    "paper": dict(
+    "paper": Maze2DConfig(
         maze="umaze",
         data_steps=1_000_000,
         dim_mults=(1, 4, 8),
@@ -132,10 +134,9 @@ PAPER_DATA_STEPS = {"umaze": 1_000_000, "medium": 2_000_000, "large": 4_000_000}
 
 
 def preset(name: str, **changes) -> Maze2DConfig:
-    """The named preset with ``changes`` applied (None values are ignored)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
-    cfg = Maze2DConfig(**PRESETS[name])
+    """The named preset with ``changes`` applied (None values are ignored); a new maze re-derives
+    the maze-dependent defaults (:meth:`Maze2DConfig.replace`)."""
+    cfg = core_preset(PRESETS, name)
     if name == "paper" and "data_steps" not in changes:
         changes["data_steps"] = PAPER_DATA_STEPS[get_maze(changes.get("maze") or cfg.maze).name]
     return cfg.replace(**changes)

@@ -8,17 +8,16 @@ validated at the boundary. No d4rl import: a file in d4rl's cache
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from core.files import atomic_write
+
 __all__ = [
     "REQUIRED_KEYS",
     "DatasetError",
-    "data_root",
     "load_d4rl",
     "load_minari",
     "validate_dataset",
@@ -31,11 +30,6 @@ COORDINATES_ATTR = "coordinates"
 
 class DatasetError(ValueError):
     """A dataset file is missing a key, has inconsistent lengths or non-finite values."""
-
-
-def data_root() -> Path:
-    """``$ANNEAL_DATA`` or ``~/.cache/anneal``."""
-    return Path(os.environ.get("ANNEAL_DATA", Path.home() / ".cache" / "anneal")).expanduser()
 
 
 def validate_dataset(data: dict[str, np.ndarray], source: str = "dataset") -> dict[str, np.ndarray]:
@@ -64,26 +58,17 @@ def validate_dataset(data: dict[str, np.ndarray], source: str = "dataset") -> di
 
 
 def write_d4rl(path: str | Path, data: dict[str, np.ndarray], attrs: dict | None = None) -> Path:
-    """Write ``data`` as D4RL-format HDF5 atomically (temporary file in the same folder, then rename).
+    """Write ``data`` as D4RL-format HDF5 atomically (:func:`core.files.atomic_write`).
 
     Keys with ``/`` become groups (``infos/goal``). Byte-identical for identical inputs.
     """
     validate_dataset(data, str(path))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w", track_order=False) as f:
-            for key in sorted(data):
-                f.create_dataset(key, data=np.asarray(data[key]), track_times=False)
-            for key, value in sorted((attrs or {}).items()):
-                f.attrs[key] = value
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as tmp, h5py.File(tmp, "w", track_order=False) as f:
+        for key in sorted(data):
+            f.create_dataset(key, data=np.asarray(data[key]), track_times=False)
+        for key, value in sorted((attrs or {}).items()):
+            f.attrs[key] = value
     return path
 
 
@@ -115,9 +100,12 @@ def load_d4rl(name_or_path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     ``python -m control data``; files without it are taken to be in D4RL's frame.
     """
     path = resolve_d4rl_path(name_or_path)
-    with h5py.File(path, "r") as f:
-        data = _read_group(f)
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    try:
+        with h5py.File(path, "r") as f:
+            data = _read_group(f)
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except OSError as e:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from e
     attrs.setdefault(COORDINATES_ATTR, "d4rl")
     return validate_dataset(data, str(path)), attrs
 

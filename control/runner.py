@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -10,13 +9,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.files import atomic_write, write_json
+from core.runs import CONFIG_FILE, MODEL_DIR, TRAIN_DIR, check_resume, lock_run
 from core.training import resolve_device
 
 from .config import Maze2DConfig, preset
 from .maze2d.evaluate import EvalResult, OraclePolicy, RandomPolicy, evaluate
 from .maze2d.mazes import get_maze
 from .maze2d.planner import Planner, TrackingPolicy
-from .maze2d.train import load_model, train
+from .maze2d.train import PLANNER_FILE, load_model, train
 from .plots import plot_plans, plot_score_table
 
 __all__ = ["METHODS", "evaluate_method", "evaluate_run", "format_table", "benchmark", "demo"]
@@ -24,11 +25,10 @@ __all__ = ["METHODS", "evaluate_method", "evaluate_run", "format_table", "benchm
 METHODS = ("random", "oracle", "ddpm", "dpm_solver++")
 
 
-def write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+#: Config fields that do not change the trained planner: a run may resume when only these differ.
+RUNTIME_FIELDS = (
+    "device", "threads", "episodes", "solver_steps", "solver_order", "replan_every", "mazes", "ckpt_every",
+)  # fmt: skip
 
 
 def make_planner(run_dir: Path, cfg: Maze2DConfig, method: str) -> Planner:
@@ -160,22 +160,28 @@ def print_table(metrics: dict) -> str:
     return text
 
 
-def train_run(cfg: Maze2DConfig, run_dir: Path, progress: bool = True) -> Path:
+def train_run(cfg: Maze2DConfig, run_dir: Path, progress: bool = True, fresh: bool = False) -> Path:
     """Train into ``run_dir``; ``train_time.json`` records wall and CPU seconds (data generation included).
 
     On a shared machine wall time overstates the cost; the process CPU time is what the run
     would take on an unloaded core with ``cfg.threads = 1``. An interrupted run with the same
-    config resumes from its last checkpoint; checkpoints of a different config are discarded.
+    config (up to :data:`RUNTIME_FIELDS`) resumes from its last checkpoint; a folder holding a
+    run of another config is refused (:class:`core.runs.ConfigMismatchError`), never overwritten.
+    ``fresh=True`` (``benchmark --retrain``) removes the folder's checkpoints first, saying so.
     """
     torch.set_num_threads(cfg.threads)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / "config.json"
-    if cfg_path.is_file() and json.loads(cfg_path.read_text()) != json.loads(json.dumps(cfg.to_dict())):
-        shutil.rmtree(run_dir / "train", ignore_errors=True)
-    write_json(cfg_path, cfg.to_dict())
-    t0, c0 = time.perf_counter(), time.process_time()
-    train(cfg, run_dir, progress=progress)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    with lock_run(run_dir):
+        if fresh:
+            for name in (TRAIN_DIR, MODEL_DIR, PLANNER_FILE, CONFIG_FILE):
+                path = run_dir / name
+                if path.exists():
+                    print(f"removing {path} (retraining as asked)", flush=True)
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+        check_resume(run_dir, cfg.to_dict(), ignore=RUNTIME_FIELDS)
+        write_json(run_dir / CONFIG_FILE, cfg.to_dict())
+        t0, c0 = time.perf_counter(), time.process_time()
+        train(cfg, run_dir, progress=progress)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     write_json(
         run_dir / "train_time.json",
         {
@@ -195,8 +201,8 @@ def benchmark(cfg: Maze2DConfig, out: Path, reuse: bool = True) -> dict:
     for name in cfg.mazes:
         mcfg = cfg.replace(maze=name)
         run_dir = out / name
-        if not (reuse and (run_dir / "planner.json").is_file()):
-            train_run(mcfg, run_dir)
+        if not (reuse and (run_dir / PLANNER_FILE).is_file()):
+            train_run(mcfg, run_dir, fresh=not reuse)
         torch.set_num_threads(1)
         all_metrics.update(evaluate_run(mcfg, run_dir))
     write_json(out / "metrics.json", all_metrics)
@@ -221,8 +227,7 @@ def demo(out: Path, seed: int = 0, device: str = "cpu") -> dict:
         device=device,
         ckpt_every=800,
     ).replace(replan_every=0)
-    shutil.rmtree(out / "train", ignore_errors=True)  # always a fresh run, never a resume
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # an earlier demo of the same settings in ``out`` is resumed (finished: no work)
     train_run(cfg, out, progress=False)
     train_s = time.perf_counter() - t0
     metrics = evaluate_run(cfg, out, tasks=("maze2d",))
@@ -230,7 +235,8 @@ def demo(out: Path, seed: int = 0, device: str = "cpu") -> dict:
     header, rows = format_table(metrics)
     plot_score_table(rows, header, out / "scores.png", title="Maze2D umaze demo")
     key = f"maze2d-{cfg.maze}"
-    shutil.copyfile(out / f"plans_{key}_dpm_solver++.png", out / "plans.png")
+    with atomic_write(out / "plans.png") as tmp:
+        shutil.copyfile(out / f"plans_{key}_dpm_solver++.png", tmp)
     lines = [
         "## Control: Diffuser planning on Maze2D (umaze, demo scale)",
         "",
@@ -253,6 +259,7 @@ def demo(out: Path, seed: int = 0, device: str = "cpu") -> dict:
         "![plans](./plans.png)",
         "",
     ]
-    (out / "report.md").write_text("\n".join(lines))
+    with atomic_write(out / "report.md") as tmp:
+        tmp.write_text("\n".join(lines))
     print("\n".join(lines))
     return metrics

@@ -1,26 +1,30 @@
 """Pretrained-model folders: weights as ``model.safetensors`` beside a JSON ``config.json``, like diffusers.
 
-A folder written by :func:`save_pretrained` holds::
+The one save/load convention of the project: every saved model (backbones, classifiers, planners)
+is a :class:`ModelMixin`, whose constructor arguments are recorded and written as its config, as
+diffusers' ``ConfigMixin`` does. A folder written by :func:`save_pretrained` holds::
 
     config.json        {"_class_name": "MyNet", "_anneal_version": "0.1.0", <constructor kwargs>}
     model.safetensors  the model's state dict (tied tensors stored once)
 
-:func:`from_pretrained` rebuilds the model as ``cls(**kwargs)`` and loads the weights. Subclass
-:class:`ModelMixin` to have the constructor kwargs recorded automatically and to get the two methods.
-Writes are atomic: a new folder is built under a temporary name and renamed into place; an existing
-folder has each file replaced atomically (weights first, then the config).
+:func:`from_pretrained` rebuilds the model as ``cls(**kwargs)`` and loads the weights. Constructor
+arguments may be JSON values, dataclass configs (``UNet(UNetConfig(...))``: written as a JSON
+object, rebuilt from the parameter's type annotation, tuples included) or other
+:class:`ModelMixin` models (written as their own config, rebuilt the same way).
+Writes are atomic (:mod:`core.files`): a new folder is built under a temporary name and renamed
+into place; an existing folder has each file replaced atomically (weights first, then the config).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,16 +33,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 from torch import nn
 
+from .files import atomic_directory, atomic_write
+
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
     "ModelMixin",
-    "atomic_directory",
     "from_pretrained",
     "load_config",
     "load_weights",
     "save_pretrained",
     "save_weights",
+    "to_json_config",
 ]
 
 CONFIG_NAME = "config.json"
@@ -56,59 +62,14 @@ def _anneal_version() -> str:
         return "unknown"
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-@contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside ``path``; on success it replaces ``path`` by a rename.
-
-    On an exception the temporary folder is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        os.chmod(tmp, 0o755)
-        yield tmp
-        if path.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, trash / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _atomic_file(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path`` atomically."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        _fsync(tmp_path)
-        os.chmod(tmp_path, 0o644)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, obj: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Write ``model.state_dict()`` to a safetensors file (atomically; tied tensors stored once)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_file(path, lambda tmp: save_model(model, str(tmp), metadata={"format": "pt"}))
+    with atomic_write(path) as tmp:
+        save_model(model, str(tmp), metadata={"format": "pt"})
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, device: str | torch.device = "cpu") -> None:
@@ -170,12 +131,14 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, config: Mapp
     Args:
         model: any module; its class name is recorded as ``"_class_name"``.
         directory: target folder (created; an existing one keeps its other files).
-        config: JSON-serialisable constructor kwargs such that ``type(model)(**config)`` rebuilds it.
+        config: constructor kwargs such that ``type(model)(**config)`` rebuilds it: JSON values,
+            dataclasses or ModelMixin models (see :func:`to_json_config`).
 
     Returns:
         The folder path.
     """
     directory = Path(directory)
+    config = to_json_config(config)
     bad = [k for k in config if not isinstance(k, str) or k.startswith("_")]
     if bad:
         raise ValueError(f"config keys must be strings not starting with '_', got {bad}")
@@ -188,7 +151,8 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, config: Mapp
 
     if directory.exists():
         save_weights(model, directory / WEIGHTS_NAME)
-        _atomic_file(directory / CONFIG_NAME, lambda tmp: _write_json(tmp, full))
+        with atomic_write(directory / CONFIG_NAME) as tmp:
+            _write_json(tmp, full)
     else:
         with atomic_directory(directory) as tmp:
             save_model(model, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
@@ -219,11 +183,69 @@ def from_pretrained(
         raise FileNotFoundError(f"weights file not found: {weights}")
     kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
     try:
-        model = cls(**kwargs)
+        model = cls.from_config(kwargs) if issubclass(cls, ModelMixin) else cls(**kwargs)
     except TypeError as e:
         raise TypeError(f"{cls.__name__}(**config) failed for {directory / CONFIG_NAME}: {e}") from e
+    except ValueError as e:
+        raise ValueError(f"{cls.__name__}(**config) failed for {directory / CONFIG_NAME}: {e}") from e
     load_weights(model, weights)
     return model.to(map_location).eval()
+
+
+# --- constructor arguments <-> JSON -------------------------------------------------------------
+def to_json_config(value: Any) -> Any:
+    """A recorded constructor argument as a JSON value: a dataclass becomes an object of its
+    fields, a :class:`ModelMixin` its own ``{"_class_name", ...config}``, a tuple a list."""
+    if isinstance(value, ModelMixin):
+        return {"_class_name": type(value).__name__, **to_json_config(value.init_config)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json_config(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: to_json_config(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [to_json_config(v) for v in value]
+    return value
+
+
+def _type_hints(obj: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(obj)
+    except Exception:  # an annotation that cannot be evaluated: values are passed through as JSON
+        return {}
+
+
+def _from_json(annotation: Any, value: Any) -> Any:
+    """Rebuild a JSON value as ``annotation`` (a dataclass, a ModelMixin, a tuple, a union of them)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            if option is type(None):
+                continue
+            rebuilt = _from_json(option, value)
+            if rebuilt is not value:
+                return rebuilt
+        return value
+    if isinstance(value, Mapping) and isinstance(annotation, type):
+        if issubclass(annotation, ModelMixin):
+            if value.get("_class_name") != annotation.__name__:
+                raise ValueError(f"expected a {annotation.__name__} config, got {value.get('_class_name')!r}")
+            return annotation.from_config({k: v for k, v in value.items() if not k.startswith("_")})
+        if dataclasses.is_dataclass(annotation):
+            return _dataclass_from_json(annotation, value)
+    if isinstance(value, list) and (origin is tuple or annotation is tuple):
+        args = typing.get_args(annotation)
+        item = args[0] if args and (len(args) == 2 and args[1] is Ellipsis) else None
+        return tuple(_from_json(item, v) if item is not None else v for v in value)
+    return value
+
+
+def _dataclass_from_json(cls: type, value: Mapping[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}")
+    hints = _type_hints(cls)
+    return cls(**{k: _from_json(hints.get(k), v) for k, v in value.items()})
 
 
 def _record_init(init):
@@ -260,7 +282,9 @@ class ModelMixin(nn.Module):
     """An ``nn.Module`` whose constructor kwargs are recorded, so it can be saved and rebuilt.
 
     Every subclass's ``__init__`` is wrapped: the arguments of the outermost call (defaults filled
-    in) become :attr:`config`. They must be JSON-serialisable to save (tuples come back as lists).
+    in) become :attr:`init_config`. To save, they must be JSON values, dataclass configs or other
+    ModelMixin models; annotate such parameters with their class so that :meth:`from_config`
+    rebuilds them (tuples come back as tuples where the annotation says ``tuple``).
 
     Example::
 
@@ -279,13 +303,19 @@ class ModelMixin(nn.Module):
             cls.__init__ = _record_init(cls.__dict__["__init__"])
 
     @property
-    def config(self) -> dict[str, Any]:
+    def init_config(self) -> dict[str, Any]:
         """The constructor kwargs this instance was built with (a copy)."""
         return dict(self.__dict__.get("_anneal_config", {}))
 
+    @classmethod
+    def from_config(cls: type[M], config: Mapping[str, Any]) -> M:
+        """A fresh (untrained) model built from a JSON config written by :meth:`save_pretrained`."""
+        hints = _type_hints(cls.__init__)
+        return cls(**{k: _from_json(hints.get(k), v) for k, v in config.items()})
+
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory``; returns the folder."""
-        return save_pretrained(self, directory, self.config)
+        return save_pretrained(self, directory, self.init_config)
 
     @classmethod
     def from_pretrained(

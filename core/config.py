@@ -1,4 +1,9 @@
-"""Configs as dataclasses with named presets (``quick`` for a laptop CPU, ``paper`` for a GPU)."""
+"""Configs as dataclasses with named presets (``quick`` for a laptop CPU, ``paper`` for a GPU).
+
+The one preset helper of the project: a package keeps ``PRESETS = {"quick": Config(...), ...}``
+and resolves a run's config with ``preset(PRESETS, name, **overrides)``; ``save_config`` writes
+the resolved config as the run folder's ``config.json`` (see :mod:`core.runs`).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,20 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .data.paths import atomic_write
+from .files import atomic_write
 
 __all__ = ["preset", "config_to_dict", "save_config", "apply_overrides"]
 
 C = TypeVar("C")
 
 
-def preset(presets: dict[str, C], name: str) -> C:
-    """The preset ``name`` from ``presets`` (a copy); an unknown name lists the valid ones."""
+def preset(presets: dict[str, C], name: str, **overrides: Any) -> C:
+    """A copy of the dataclass preset ``presets[name]`` with the non-None ``overrides`` applied
+    (:func:`apply_overrides`); an unknown name lists the valid ones, an unknown field the valid fields."""
     if name not in presets:
         raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(presets))}")
-    return dataclasses.replace(presets[name])
+    config = dataclasses.replace(presets[name])
+    return apply_overrides(config, overrides) if overrides else config
 
 
 def apply_overrides(config: C, overrides: dict[str, Any]) -> C:

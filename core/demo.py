@@ -22,8 +22,8 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from .config import save_config  # noqa: E402
-from .data.paths import atomic_write  # noqa: E402
 from .denoiser import Denoiser  # noqa: E402
+from .files import atomic_write  # noqa: E402
 from .metrics import sliced_wasserstein  # noqa: E402
 from .nets.mlp import MLPConfig, MLPNet  # noqa: E402
 from .objectives import denoising_loss  # noqa: E402

@@ -16,7 +16,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from .data.paths import atomic_write  # noqa: E402
+from .files import atomic_write  # noqa: E402
 
 __all__ = ["save_figure", "save_image_grid"]
 

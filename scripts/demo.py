@@ -1,8 +1,9 @@
 """The main job: every package's ``python -m <package> demo`` in turn, then ``runs/demo/report.md``.
 
 Each package writes its own section (``report.md``), numbers and PNG figures under
-``runs/demo/<package>/``; this script runs them one after another on CPU and assembles the
-report. It may import every package; ``core`` never imports a domain.
+``runs/demo/<package>/`` as the demo contract of :mod:`core.runs` says; this script runs them
+one after another on CPU, checks each output against the contract and assembles the report.
+It may import every package; ``core`` never imports a domain.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from pathlib import Path
 
 PACKAGES = ("core", "control", "molecules", "continual", "vision")
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's packages first
+
+from core.files import atomic_write  # noqa: E402
+from core.runs import check_demo_output  # noqa: E402
 
 
 def has_demo(package: str) -> bool:
@@ -44,20 +49,24 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         result = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
         elapsed = time.perf_counter() - start
-        timings.append((package, elapsed, result.returncode))
-        if result.returncode != 0:
-            print(f"[demo] {package} failed with exit code {result.returncode}", file=sys.stderr)
+        rc = result.returncode
+        if rc == 0:
+            try:
+                check_demo_output(out, package)
+            except (OSError, ValueError) as e:
+                print(f"[demo] {package} broke the demo contract: {e}", file=sys.stderr)
+                rc = 1
+        timings.append((package, elapsed, rc))
+        if rc != 0:
+            print(f"[demo] {package} failed with exit code {rc}", file=sys.stderr)
             continue
-        section = out / "report.md"
-        text = section.read_text() if section.exists() else f"## {package}\n\n(no report written)\n"
-        sections.append(_relink(text, package))
+        sections.append(_relink((out / "report.md").read_text(), package))
 
     lines = ["# anneal — main job report", "", "| package | wall time (s) | status |", "|---|---|---|"]
     lines += [f"| {p} | {t:.1f} | {'ok' if rc == 0 else f'failed ({rc})'} |" for p, t, rc in timings]
     report = "\n".join(lines) + "\n\n" + "\n\n".join(sections)
-    tmp = args.out / "report.md.tmp"
-    tmp.write_text(report)
-    os.replace(tmp, args.out / "report.md")
+    with atomic_write(args.out / "report.md") as tmp:
+        tmp.write_text(report)
     print(f"[demo] report: {args.out / 'report.md'}", flush=True)
     return 0 if all(rc == 0 for _, _, rc in timings) else 1
 

@@ -7,17 +7,14 @@ report them under the dataset's name (``fid_fmnist``, ``fid_digits``).
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.data.paths import atomic_write
+from core.checkpoint import ModelMixin
 from core.metrics import frechet_distance, gaussian_stats
 
 __all__ = [
@@ -41,8 +38,10 @@ class ClassifierConfig:
     feature_dim: int = 128
 
 
-class FeatureClassifier(nn.Module):
-    """Images (B, C, H, W) in [-1, 1] -> logits (B, num_classes); :meth:`features` -> (B, feature_dim)."""
+class FeatureClassifier(ModelMixin):
+    """Images (B, C, H, W) in [-1, 1] -> logits (B, num_classes); :meth:`features` -> (B, feature_dim).
+
+    Saved and loaded with ``save_pretrained`` / ``from_pretrained`` (:class:`core.ModelMixin`)."""
 
     def __init__(self, config: ClassifierConfig | None = None) -> None:
         super().__init__()
@@ -67,30 +66,6 @@ class FeatureClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
-
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        with atomic_write(directory / "model.safetensors") as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp))
-        with atomic_write(directory / "config.json") as tmp:
-            tmp.write_text(json.dumps(asdict(self.config), indent=2))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> FeatureClassifier:
-        """Load a classifier written by :meth:`save_pretrained`."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        for name in ("config.json", "model.safetensors"):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} not found; write it with save_pretrained")
-        model = cls(ClassifierConfig(**json.loads((directory / "config.json").read_text())))
-        model.load_state_dict(load_file(str(directory / "model.safetensors")))
-        return model.eval()
 
 
 def train_feature_classifier(

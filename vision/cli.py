@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from core.data.paths import DatasetNotFoundError
 from core.plotting import save_image_grid
+from core.runs import USER_ERRORS, add_demo_arguments
 from core.training import resolve_device
 
 from . import demo
@@ -28,10 +28,7 @@ from .generation.generate import generate
 from .generation.models import load_run
 from .generation.train import train
 
-__all__ = ["USER_ERRORS", "build_parser", "main"]
-
-#: Errors reported as one line on stderr (exit status 2) instead of a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, DatasetNotFoundError, RuntimeError)
+__all__ = ["build_parser", "main"]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -87,9 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "demo", help="a digits DDPM sampled by two solvers, then EGSDE digit translation (the main job)"
     )
-    d.add_argument("--preset", default="quick", choices=sorted(demo.IMAGE_DEMO_PRESETS))
-    d.add_argument("--out", type=Path, default=Path("runs/demo/vision"), help="output folder")
-    _common(d)
+    add_demo_arguments(d, "vision", presets=demo.IMAGE_DEMO_PRESETS)
     return parser
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-from ..data import data_root, load_d4rl, load_minari, write_d4rl
+from core.data import data_root
+
+from ..data import REQUIRED_KEYS, load_d4rl, load_minari, write_d4rl
 from .generate import generate_stream
 from .mazes import MazeSpec, d4rl_action_to_gym, d4rl_to_gym
 
@@ -20,13 +24,31 @@ def cached_path(maze: MazeSpec, steps: int, seed: int) -> Path:
 def make_dataset(
     maze: MazeSpec, steps: int, seed: int = 0, progress: bool = False, force: bool = False
 ) -> Path:
-    """Generate (unless cached) the D4RL-format stream for ``maze`` and return its path."""
+    """Generate (unless cached) the D4RL-format stream for ``maze`` and return its path.
+
+    A cached file that cannot be read or holds another number of steps (a truncated copy, an
+    interrupted write by an older version) is regenerated, with a warning naming it."""
     path = cached_path(maze, steps, seed)
     if path.exists() and not force:
-        return path
+        problem = _cache_problem(path, steps)
+        if problem is None:
+            return path
+        warnings.warn(f"regenerating {path}: {problem}", stacklevel=2)
     data = generate_stream(maze, steps, seed=seed, progress=progress)
     attrs = {"coordinates": "gymnasium-robotics", "maze": maze.name, "seed": seed, "generator": "anneal"}
     return write_d4rl(path, data, attrs)
+
+
+def _cache_problem(path: Path, steps: int) -> str | None:
+    """Why the cached dataset ``path`` cannot be reused, or None when it holds ``steps`` valid steps."""
+    try:
+        with h5py.File(path, "r") as f:  # a truncated HDF5 file fails to open (stored EOF check)
+            lengths = {key: f[key].shape[0] for key in REQUIRED_KEYS}
+    except (OSError, KeyError) as e:
+        return f"unreadable ({e})"
+    if set(lengths.values()) != {steps}:
+        return f"holds {lengths} steps per key, expected {steps}"
+    return None
 
 
 def load_maze2d(source: str | Path, maze: MazeSpec) -> dict[str, np.ndarray]:

@@ -115,23 +115,34 @@ class MazeSpec:
             raise ValueError(f"cell {(i, j)} is a wall of the {self.name} maze")
         return i, j
 
-    def validate_goal(self, xy: np.ndarray) -> np.ndarray:
-        """Check gym goal positions (..., 2) lie in free cells; return them as float64."""
+    def validate_position(self, xy: np.ndarray, what: str = "position") -> np.ndarray:
+        """Check gym positions (..., 2) are finite and lie in free cells; return them as float64.
+        ``what`` names them in the error (``start``, ``goal``)."""
         xy = np.asarray(xy, dtype=np.float64)
+        if xy.shape[-1:] != (2,):
+            raise ValueError(f"{what} must be (x, y) positions of shape (..., 2), got shape {xy.shape}")
+        finite = np.isfinite(xy).all(axis=-1)
+        if not np.all(finite):
+            bad = xy.reshape(-1, 2)[~finite.reshape(-1)][0]
+            raise ValueError(f"{what} {bad.tolist()} is not a finite position")
         h, w = self.shape
         x, y = xy[..., 0], xy[..., 1]
         inside = (np.abs(x) < w / 2) & (np.abs(y) < h / 2)
         if not np.all(inside):
             bad = xy.reshape(-1, 2)[~inside.reshape(-1)][0]
             raise ValueError(
-                f"goal {bad.tolist()} is outside the {self.name} maze (|x| < {w / 2}, |y| < {h / 2})"
+                f"{what} {bad.tolist()} is outside the {self.name} maze (|x| < {w / 2}, |y| < {h / 2})"
             )
         cells = self.cell_of(xy).reshape(-1, 2)
         walls = self.grid[cells[:, 0], cells[:, 1]]
         if walls.any():
             bad = xy.reshape(-1, 2)[walls][0]
-            raise ValueError(f"goal {bad.tolist()} lies in a wall cell of the {self.name} maze")
+            raise ValueError(f"{what} {bad.tolist()} lies in a wall cell of the {self.name} maze")
         return xy
+
+    def validate_goal(self, xy: np.ndarray) -> np.ndarray:
+        """Check gym goal positions (..., 2) lie in free cells; return them as float64."""
+        return self.validate_position(xy, "goal")
 
     def next_cell_table(self) -> np.ndarray:
         """Shortest-path policy over cells by BFS.

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from core.checkpoint import from_pretrained, save_pretrained
+from core.files import read_json, write_json
 from core.nets.temporal_unet import TemporalUnet
 from core.training import Trainer, TrainerConfig
 
@@ -66,7 +65,7 @@ def train(cfg: Maze2DConfig, run_dir: str | Path, progress: bool = True) -> Path
     if trainer.ema is not None:
         trainer.ema.copy_to(denoiser)
     net = denoiser.net.cpu()
-    save_pretrained(net, run_dir / MODEL_DIR, net.config)
+    net.save_pretrained(run_dir / MODEL_DIR)
     meta = {
         "maze": maze.name,
         "horizon": cfg.horizon,
@@ -74,7 +73,7 @@ def train(cfg: Maze2DConfig, run_dir: str | Path, progress: bool = True) -> Path
         "normalizer": dataset.normalizer.state_dict(),
         "train_windows": len(dataset),
     }
-    (run_dir / PLANNER_FILE).write_text(json.dumps(meta, indent=2))
+    write_json(run_dir / PLANNER_FILE, meta)
     return run_dir
 
 
@@ -84,14 +83,15 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu"):
     meta_path = run_dir / PLANNER_FILE
     if not meta_path.is_file():
         raise FileNotFoundError(f"no trained planner in {run_dir} ({PLANNER_FILE} missing)")
-    meta = json.loads(meta_path.read_text())
-    net = from_pretrained(TemporalUnet, run_dir / MODEL_DIR, map_location=device)
+    meta = read_json(meta_path)
+    net = TemporalUnet.from_pretrained(run_dir / MODEL_DIR, map_location=device)
+    arch = net.init_config
     denoiser = build_denoiser(
-        net.config["transition_dim"],
+        arch["transition_dim"],
         meta["diffusion_steps"],
-        net.config["dim"],
-        tuple(net.config["dim_mults"]),
-        bool(net.config.get("cond_dim", 0)),
+        arch["dim"],
+        arch["dim_mults"],
+        bool(arch["cond_dim"]),
     )
     denoiser.net = net
     return denoiser.eval(), LimitsNormalizer.from_state_dict(meta["normalizer"]), meta

@@ -1,5 +1,6 @@
 """Datasets: where they live, how they are read, and clear errors when they are missing."""
 
+from ..files import atomic_write
 from .images import (
     FASHION_MNIST_CLASSES,
     image_folder_classes,
@@ -13,7 +14,7 @@ from .images import (
     read_idx,
     write_idx,
 )
-from .paths import DatasetNotFoundError, atomic_write, data_root
+from .paths import DatasetNotFoundError, data_root
 
 __all__ = [
     "FASHION_MNIST_CLASSES",

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .paths import DatasetNotFoundError, atomic_write, data_root
+from ..files import atomic_write
+from .paths import DatasetNotFoundError, data_root
 
 __all__ = [
     "FASHION_MNIST_CLASSES",

@@ -1,13 +1,14 @@
-"""Where datasets live, how they are written, and the error raised when one is missing."""
+"""Where datasets live, how they are written (:func:`core.files.atomic_write`), and the error
+raised when one is missing."""
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from ..files import atomic_write
+
+# atomic_write is re-exported: core.sampling.analytic imports it from here.
 __all__ = ["DatasetNotFoundError", "atomic_write", "data_root"]
 
 
@@ -20,25 +21,8 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def data_root() -> Path:
-    """Cache folder for generated or converted data: ``$ANNEAL_DATA``, else ``~/.cache/anneal``."""
-    env = os.environ.get("ANNEAL_DATA")
+    """Cache folder for generated or converted data: ``$ANNEAL_DATA``, else ``~/.cache/anneal``.
+
+    An empty (or blank) ``ANNEAL_DATA`` counts as unset: it must never mean the current folder."""
+    env = os.environ.get("ANNEAL_DATA", "").strip()
     return Path(env).expanduser() if env else Path.home() / ".cache" / "anneal"
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
-
-    The temporary file keeps ``path``'s suffix (writers that infer the format from it work)
-    and is removed if the block raises, so readers never see a half-written file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)

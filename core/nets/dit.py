@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from ..checkpoint import ModelMixin
+from ..config import preset
 from .conditioning import ClassConditional, ClassEmbedding, TimeEmbedding, check_image, time_vector
 from .transformer import Attention, FeedForward, PatchEmbed, sincos_2d, unpatchify
 
@@ -43,12 +45,15 @@ class DiTConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> DiTConfig:
-        """A paper size ``"S|B|L|XL/<patch>"``, e.g. ``"S/2"``; ``overrides`` set other fields."""
+        """A paper size ``"<size>/<patch>"`` (sizes: ``DIT_SIZES``), e.g. ``"S/2"``; ``overrides``
+        set other fields."""
         size, _, patch = name.partition("/")
         if size not in DIT_SIZES or not patch.isdigit():
-            raise ValueError(f"unknown DiT preset {name!r}; expected one of {list(DIT_SIZES)} + '/<patch>'")
-        depth, dim, heads = DIT_SIZES[size]
-        return cls(**{"depth": depth, "dim": dim, "heads": heads, "patch_size": int(patch), **overrides})
+            raise ValueError(
+                f"unknown DiT preset {name!r}; expected <size>/<patch> with size in {list(DIT_SIZES)}"
+            )
+        sizes = {k: cls(depth=d, dim=w, heads=h) for k, (d, w, h) in DIT_SIZES.items()}
+        return preset(sizes, size, patch_size=int(patch), **overrides)
 
 
 def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -70,7 +75,7 @@ class DiTBlock(nn.Module):
         return x + b2[:, None] * self.mlp(_modulate(self.norm2(x), s2, g2))
 
 
-class DiT(ClassConditional, nn.Module):
+class DiT(ClassConditional, ModelMixin):
     """``DiT(config)(x, t, y=None)``: x (B, C, H, W), t scalar or (B,), y (B,) int64 or None
     -> (B, C, H, W)."""
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checkpoint import ModelMixin
 from .conditioning import ClassConditional, ClassEmbedding, TimeEmbedding, time_vector
 
 __all__ = ["MLPNet", "MLPConfig"]
@@ -43,7 +44,7 @@ class _Block(nn.Module):
         return h + self.fc2(F.silu(self.fc1(self.norm(h)) + self.emb(emb)))
 
 
-class MLPNet(ClassConditional, nn.Module):
+class MLPNet(ClassConditional, ModelMixin):
     """``MLPNet(config)(x, t, y=None)``: x (B, dim), t scalar or (B,), y (B,) int64 or None -> (B, dim)."""
 
     def __init__(self, config: MLPConfig) -> None:

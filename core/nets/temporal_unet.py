@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import ModelMixin
 from .conditioning import TimeEmbedding
 
 __all__ = ["TemporalUnet"]
@@ -45,7 +46,7 @@ class ResidualTemporalBlock(nn.Module):
         return self.block2(h) + self.residual(x)
 
 
-class TemporalUnet(nn.Module):
+class TemporalUnet(ModelMixin):
     """Temporal U-Net.
 
     Args:
@@ -69,13 +70,7 @@ class TemporalUnet(nn.Module):
         cond_dim: int = 0,
     ) -> None:
         super().__init__()
-        self.config = {
-            "transition_dim": transition_dim,
-            "dim": dim,
-            "dim_mults": list(dim_mults),
-            "kernel_size": kernel_size,
-            "cond_dim": cond_dim,
-        }
+        self.transition_dim = transition_dim
         if cond_dim < 0:
             raise ValueError(f"cond_dim must be >= 0, got {cond_dim}")
         self.cond_dim = cond_dim
@@ -114,10 +109,8 @@ class TemporalUnet(nn.Module):
         self.min_horizon_factor = 2 ** (len(dim_mults) - 1)
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-        if x.dim() != 3 or x.shape[-1] != self.config["transition_dim"]:
-            raise ValueError(
-                f"expected x of shape (B, horizon, {self.config['transition_dim']}), got {tuple(x.shape)}"
-            )
+        if x.dim() != 3 or x.shape[-1] != self.transition_dim:
+            raise ValueError(f"expected x of shape (B, horizon, {self.transition_dim}), got {tuple(x.shape)}")
         if x.shape[1] % self.min_horizon_factor:
             raise ValueError(f"horizon {x.shape[1]} must be divisible by {self.min_horizon_factor}")
         if self.cond_dim:

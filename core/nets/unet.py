@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checkpoint import ModelMixin
 from .conditioning import ClassConditional, ClassEmbedding, TimeEmbedding, check_image, time_vector
 
 __all__ = ["UNet", "UNetConfig"]
@@ -117,7 +118,7 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-class UNet(ClassConditional, nn.Module):
+class UNet(ClassConditional, ModelMixin):
     """``UNet(config)(x, t, y=None)``: x (B, C, H, W), t scalar or (B,), y (B,) int64 or None
     -> (B, C, H, W)."""
 

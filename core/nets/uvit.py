@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import ModelMixin
+from ..config import preset
 from .conditioning import ClassConditional, ClassEmbedding, TimeEmbedding, check_image, time_vector
 from .transformer import Attention, FeedForward, PatchEmbed, unpatchify
 
@@ -49,14 +51,15 @@ class UViTConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> UViTConfig:
-        """A paper size ``"S|M|L|H/<patch>"``, e.g. ``"S/2"``; ``overrides`` set other fields."""
+        """A paper size ``"<size>/<patch>"`` (sizes: ``UVIT_SIZES``), e.g. ``"S/2"``; ``overrides``
+        set other fields."""
         size, _, patch = name.partition("/")
         if size not in UVIT_SIZES or not patch.isdigit():
             raise ValueError(
-                f"unknown U-ViT preset {name!r}; expected one of {list(UVIT_SIZES)} + '/<patch>'"
+                f"unknown U-ViT preset {name!r}; expected <size>/<patch> with size in {list(UVIT_SIZES)}"
             )
-        depth, dim, heads = UVIT_SIZES[size]
-        return cls(**{"depth": depth, "dim": dim, "heads": heads, "patch_size": int(patch), **overrides})
+        sizes = {k: cls(depth=d, dim=w, heads=h) for k, (d, w, h) in UVIT_SIZES.items()}
+        return preset(sizes, size, patch_size=int(patch), **overrides)
 
 
 class UViTBlock(nn.Module):
@@ -75,7 +78,7 @@ class UViTBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class UViT(ClassConditional, nn.Module):
+class UViT(ClassConditional, ModelMixin):
     """``UViT(config)(x, t, y=None)``: x (B, C, H, W), t scalar or (B,), y (B,) int64 or None
     -> (B, C, H, W)."""
 

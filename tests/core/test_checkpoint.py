@@ -45,7 +45,7 @@ class Tied(ModelMixin):
 
 def test_round_trip_gives_identical_outputs(tmp_path):
     model = MLP(3, hidden=6, act="silu", depth=2)
-    assert model.config == {"dim": 3, "hidden": 6, "act": "silu", "depth": 2}
+    assert model.init_config == {"dim": 3, "hidden": 6, "act": "silu", "depth": 2}
     path = model.save_pretrained(tmp_path / "mlp")
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
     config = json.loads((path / "config.json").read_text())
@@ -62,7 +62,7 @@ def test_round_trip_gives_identical_outputs(tmp_path):
 
 def test_subclass_records_outermost_kwargs_and_tied_weights(tmp_path):
     wide = WideMLP(2, widen=3, act="silu")
-    assert wide.config == {"dim": 2, "widen": 3, "act": "silu"}
+    assert wide.init_config == {"dim": 2, "widen": 3, "act": "silu"}
     loaded = WideMLP.from_pretrained(wide.save_pretrained(tmp_path / "wide"))
     x = torch.randn(4, 2)
     torch.testing.assert_close(loaded(x), wide(x))

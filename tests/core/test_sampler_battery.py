@@ -12,8 +12,8 @@ import torch
 
 from core import Denoiser, VPSchedule
 from core.guidance import Energy, Inpaint, Project, combine
-from core.sampling import gaussian_noise, get_method, make_grid, method_names, sample
 from core.oracle import GaussianMixture
+from core.sampling import gaussian_noise, get_method, make_grid, method_names, sample
 
 SCH = VPSchedule.linear()
 GM = GaussianMixture.random(3, k=4, seed=0, schedule=SCH)

@@ -2,17 +2,20 @@
 the demo's smoke preset. Uses the OpenCV digits (Debian opencv-doc) and a temporary $ANNEAL_DATA."""
 
 import json
+import shutil
 
 import pytest
 import torch
 
 from core.data.images import OPENCV_DIGITS_PATH
+from core.runs import ConfigMismatchError, check_demo_output
 from vision.cli import main
 from vision.generation import quality as image_metrics
 from vision.generation.config import image_config
+from vision.generation.evaluate import eval_key, evaluate_run
 from vision.generation.generate import generate
-from vision.generation.models import build_denoiser, load_run
-from vision.generation.train import train
+from vision.generation.models import PixelShuffled, build_denoiser, load_run
+from vision.generation.train import _load_pairs, train
 
 pytestmark = pytest.mark.skipif(not OPENCV_DIGITS_PATH.is_file(), reason="needs Debian opencv-doc")
 
@@ -141,7 +144,7 @@ def test_demo_smoke(tmp_path):
     report = (out / "report.md").read_text()
     assert report.startswith("## vision") and "fid_digits" in report and "](./image_samples.png)" in report
     assert (out / "image_samples.png").is_file()
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = check_demo_output(out, "vision")
     assert [r["solver"] for r in metrics["solvers"]] == ["DDIM", "DPM-Solver++(2M)"]
     assert all(r["nfe"] == 10 for r in metrics["solvers"])
     assert (out / metrics["run"] / "model" / "model.safetensors").is_file()
@@ -152,3 +155,55 @@ def test_presets_resolve_per_family_fields():
     assert cd.steps != quick.steps and cd.lr != quick.lr  # the consistency fields of the preset
     assert image_config("quick", family="consistency", steps=3).steps == 3  # overrides win
     assert image_config("quick", family="flow").steps == quick.steps
+
+
+def test_run_model_folder_loads_alone_with_from_pretrained(ddpm_run):
+    den, config = load_run(ddpm_run)
+    net = PixelShuffled.from_pretrained(ddpm_run / "model")  # the smoke U-Net runs pixel-unshuffled
+    assert net.init_config["net"].config.image_size == config.image_size // config.patch
+    x, t, y = torch.randn(2, 1, 20, 20), torch.rand(2), torch.tensor([1, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, t, y=y), den.net(x, t, y=y), rtol=0, atol=0)
+
+
+def test_train_refuses_a_run_of_another_config(ddpm_run):
+    before = sorted(p.name for p in (ddpm_run / "train" / "checkpoints").iterdir())
+    for change in (dict(steps=5), dict(dataset="fashion_mnist")):
+        with pytest.raises(ConfigMismatchError, match="another config"):
+            train(
+                image_config("smoke", **{"dataset": "digits", "steps": 4, **change}), ddpm_run, progress=False
+            )
+    assert sorted(p.name for p in (ddpm_run / "train" / "checkpoints").iterdir()) == before
+
+
+def test_evaluation_cache_follows_the_model(tmp_path, ddpm_run):
+    run = tmp_path / "run"
+    shutil.copytree(ddpm_run, run)
+    kw = dict(method="ddim", steps=2, samples=20, device="cpu")
+    first = evaluate_run(run, **kw)
+    assert evaluate_run(run, **kw) == first  # cached
+    net = PixelShuffled.from_pretrained(run / "model")  # "retrain": other weights, same config
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    net.save_pretrained(run / "model")
+    second = evaluate_run(run, **kw)
+    assert second["model"] != first["model"] and second["fid_digits"] != first["fid_digits"]
+    assert json.loads((run / "metrics.json").read_text())[eval_key("ddim", 2, 1.0, 20, 0)] == second
+
+
+def test_damaged_caches_are_regenerated(tmp_path):
+    pairs = tmp_path / "reflow_pairs.pt"
+    pairs.write_bytes(b"\x80\x02truncated")
+    with pytest.warns(UserWarning, match="could not read"):
+        assert _load_pairs(pairs, 4, (1, 8, 8)) is None
+    torch.save({"x": torch.zeros(3, 1, 8, 8), "noise": torch.zeros(3, 1, 8, 8), "y": torch.zeros(3)}, pairs)
+    with pytest.warns(UserWarning, match=r"holds \(3, 1, 8, 8\), expected \(4, 1, 8, 8\)"):
+        assert _load_pairs(pairs, 4, (1, 8, 8)) is None
+    folder = tmp_path / "classifier"
+    folder.mkdir()
+    (folder / "info.json").write_text("{}")
+    (folder / "config.json").write_text('{"_class_name": "FeatureClassifier"}')
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.warns(UserWarning, match="retraining the feature classifier"):
+        assert image_metrics._load_classifier(folder) is None

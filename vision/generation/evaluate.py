@@ -2,25 +2,28 @@
 
 Each evaluation is cached as ``<run>/eval/<key>.json`` (plus ``<key>.png``, a grid of the first
 ``grid_samples`` images, one class per column) so a rerun skips it, and every result is merged
-into ``<run>/metrics.json``.
+into ``<run>/metrics.json``. A cached result records a fingerprint of the weights it measured
+(:func:`model_fingerprint`) and is recomputed when the run's model has changed (retrained).
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 from pathlib import Path
 
 import torch
 
-from core.data.paths import atomic_write
+from core.checkpoint import WEIGHTS_NAME
+from core.files import merge_json, read_json, write_json
 from core.plotting import save_image_grid
+from core.runs import METRICS_FILE, MODEL_DIR
 from core.training import resolve_device
 
 from .generate import generate
 from .models import load_run
 from .quality import sample_metrics
 
-__all__ = ["evaluate_run", "eval_key"]
+__all__ = ["eval_key", "evaluate_run", "model_fingerprint"]
 
 
 def eval_key(
@@ -52,9 +55,9 @@ def evaluate_run(
     n = samples or config.eval_samples
     key = eval_key(method, steps, cfg_scale, n, seed, grid)
     path = run / "eval" / f"{key}.json"
-    if path.is_file():
-        result = json.loads(path.read_text())
-    else:
+    fingerprint = model_fingerprint(run)
+    result = read_json(path) if path.is_file() else None
+    if result is None or result.get("model") != fingerprint:
         x, info = generate(
             den,
             config,
@@ -68,13 +71,19 @@ def evaluate_run(
         )
         labels = torch.arange(n) % config.num_classes
         result = {**info, **sample_metrics(config.dataset, x, labels, image_size=config.image_size)}
+        result["model"] = fingerprint
         k = min(config.grid_samples, n)
         save_image_grid(x[:k], run / "eval" / f"{key}.png", nrow=config.num_classes, scale=2)
-        with atomic_write(path) as tmp:
-            tmp.write_text(json.dumps(result, indent=2))
-    merged_path = run / "metrics.json"
-    merged = json.loads(merged_path.read_text()) if merged_path.is_file() else {}
-    merged[key] = result
-    with atomic_write(merged_path) as tmp:
-        tmp.write_text(json.dumps(merged, indent=2))
+        write_json(path, result)
+    merge_json(run / METRICS_FILE, {key: result})
     return result
+
+
+def model_fingerprint(run: str | Path) -> str:
+    """The first 16 hex digits of the SHA-256 of the run's weights file (``model/model.safetensors``)."""
+    path = Path(run) / MODEL_DIR / WEIGHTS_NAME
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.checkpoint import load_weights, save_pretrained
-from core.config import config_to_dict
+from core.checkpoint import ModelMixin
 from core.denoiser import Denoiser
 from core.nets import DiT, DiTConfig, UNet, UNetConfig, UViT, UViTConfig
 from core.nets.conditioning import check_image
+from core.runs import CONFIG_FILE, MODEL_DIR
 from core.schedules import LinearSchedule, NoiseSchedule, VPSchedule, linear_betas
 
-from .config import ImageConfig
+from .config import ImageConfig, load_image_config
 
-__all__ = ["PixelShuffled", "build_denoiser", "build_net", "load_run", "make_schedule", "save_model"]
+__all__ = ["PixelShuffled", "build_denoiser", "build_net", "load_run", "make_schedule"]
 
 
-class PixelShuffled(nn.Module):
+class PixelShuffled(ModelMixin):
     """Runs ``net`` on pixel-unshuffled images: (B, C, H, W) -> (B, C f^2, H/f, W/f) -> net ->
     back to (B, C, H, W). The U-Net then costs about f^2 times less on the same images."""
 
-    def __init__(self, net: nn.Module, factor: int, channels: int, image_size: int) -> None:
+    def __init__(self, net: UNet, factor: int, channels: int, image_size: int) -> None:
         super().__init__()
         self.net, self.factor, self.channels, self.image_size = net, factor, channels, image_size
 
@@ -78,22 +77,18 @@ def build_denoiser(config: ImageConfig) -> Denoiser:
     return Denoiser(build_net(config), schedule, prediction=prediction)
 
 
-def save_model(net: nn.Module, config: ImageConfig, directory: str | Path) -> Path:
-    """Write ``net``'s weights and the run's resolved config into ``directory`` (safetensors + JSON)."""
-    return save_pretrained(net, directory, {"image_config": config_to_dict(config)})
-
-
 def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, ImageConfig]:
     """The trained denoiser (eval mode, on ``device``) and config of a run folder written by
-    :func:`vision.generation.train.train`."""
-    folder = Path(run) / "model"
+    :func:`vision.generation.train.train`: ``config.json`` (the ImageConfig) and ``model/`` (the
+    backbone's pretrained folder, readable alone by ``<Backbone>.from_pretrained``)."""
+    run = Path(run)
+    folder = run / MODEL_DIR
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"no trained model in {run}: {folder / 'config.json'} is missing "
             "(train one with python -m vision train)"
         )
-    raw = json.loads((folder / "config.json").read_text())["image_config"]
-    config = ImageConfig(**raw)
+    config = load_image_config(run / CONFIG_FILE)
     den = build_denoiser(config)
-    load_weights(den.net, folder / "model.safetensors")
-    return den.to(device).eval(), config
+    net = type(den.net).from_pretrained(folder)
+    return Denoiser(net, den.schedule, prediction=den.prediction).to(device).eval(), config

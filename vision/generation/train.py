@@ -1,36 +1,38 @@
 """Training entry point of every image family, through the one :class:`core.Trainer`.
 
-Run folder (``out``)::
+Run folder (``out``, the layout of :mod:`core.runs`)::
 
-    config.json        the resolved ImageConfig
+    config.json        the resolved ImageConfig; a rerun resumes only under the same config
     train/             the Trainer's checkpoints (exact resume), metrics.csv
     train_info.json    training seconds (summed over resumed runs), steps, final loss
     reflow_pairs.pt    reflow only: the teacher's (noise, sample, label) couplings
-    model/             the final weights (the EMA; for consistency, the EMA of the student) + config
+    model/             the backbone as a pretrained folder (the EMA weights; for consistency,
+                       the EMA of the student): ``<Backbone>.from_pretrained(out / "model")``
     metrics.json       "train": the train info; `evaluate` adds one entry per sampler
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import time
+import warnings
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.config import save_config
-from core.data.paths import atomic_write
+from core.config import config_to_dict, save_config
 from core.denoiser import Denoiser
+from core.files import atomic_write, merge_json, read_json, write_json
 from core.nets.conditioning import ClassEmbedding
 from core.objectives import ConsistencyDistillation, ConsistencyModel, denoising_loss, flow_matching_loss
+from core.runs import CONFIG_FILE, METRICS_FILE, MODEL_DIR, TRAIN_DIR, check_resume, lock_run
 from core.training import Trainer, TrainerConfig, resolve_device
 
 from .config import ImageConfig
 from .datasets import DATASETS, balanced_labels, check_images, check_labels, load_images
 from .generate import generate
-from .models import build_denoiser, load_run, save_model
+from .models import build_denoiser, load_run
 
 __all__ = ["load_training_data", "train"]
 
@@ -78,24 +80,43 @@ def _load_teacher(config: ImageConfig, device: torch.device) -> Denoiser:
     return teacher.requires_grad_(False)
 
 
+def _load_pairs(path: Path, n: int, shape: tuple[int, ...]) -> TensorDataset | None:
+    """The cached couplings in ``path``, or None when the file is missing, unreadable or not
+    ``n`` pairs of images ``shape`` (a truncated or foreign file is regenerated, not trusted)."""
+    if not path.is_file():
+        return None
+    try:
+        pairs = torch.load(path, weights_only=True)
+        x, noise, y = pairs["x"], pairs["noise"], pairs["y"]
+    except Exception as e:  # torch raises several types for a damaged file
+        warnings.warn(f"regenerating the reflow pairs: could not read {path} ({e})", stacklevel=3)
+        return None
+    if x.shape != (n, *shape) or noise.shape != x.shape or y.shape != (n,):
+        got, want = tuple(x.shape), (n, *shape)
+        warnings.warn(f"regenerating the reflow pairs: {path} holds {got}, expected {want}", stacklevel=3)
+        return None
+    return TensorDataset(x, noise, y)
+
+
 def _reflow_data(
     config: ImageConfig, teacher: Denoiser, out: Path, seed: int, progress: bool
 ) -> TensorDataset:
     """(sample, noise, label) couplings of the teacher flow, cached in ``out/reflow_pairs.pt``."""
     path = out / "reflow_pairs.pt"
-    if not path.is_file():
-        g = torch.Generator().manual_seed(seed + 7)
-        n = config.reflow_pairs
-        labels = balanced_labels(n, config.num_classes)[torch.randperm(n, generator=g)]
-        noise = torch.randn(n, config.channels, config.image_size, config.image_size, generator=g)
-        x, _ = generate(
-            teacher, config, n, method="dpm_solver++", steps=config.reflow_solver_steps, labels=labels,
-            noise=noise, progress=progress,
-        )  # fmt: skip
-        with atomic_write(path) as tmp:
-            torch.save({"x": x, "noise": noise, "y": labels}, tmp)
-    pairs = torch.load(path)
-    return TensorDataset(pairs["x"], pairs["noise"], pairs["y"])
+    n, shape = config.reflow_pairs, (config.channels, config.image_size, config.image_size)
+    cached = _load_pairs(path, n, shape)
+    if cached is not None:
+        return cached
+    g = torch.Generator().manual_seed(seed + 7)
+    labels = balanced_labels(n, config.num_classes)[torch.randperm(n, generator=g)]
+    noise = torch.randn(n, *shape, generator=g)
+    x, _ = generate(
+        teacher, config, n, method="dpm_solver++", steps=config.reflow_solver_steps, labels=labels,
+        noise=noise, progress=progress,
+    )  # fmt: skip
+    with atomic_write(path) as tmp:
+        torch.save({"x": x, "noise": noise, "y": labels}, tmp)
+    return TensorDataset(x, noise, labels)
 
 
 def train(
@@ -108,10 +129,21 @@ def train(
     progress: bool = True,
 ) -> dict:
     """Train ``config.family`` into the run folder ``out`` (resuming from its latest checkpoint)
-    and write ``out/model``; returns ``{"train_seconds", "final_loss", "steps"}``."""
+    and write ``out/model``; returns ``{"train_seconds", "final_loss", "steps"}``.
+
+    Raises :class:`core.runs.ConfigMismatchError` when ``out`` holds a run of another config
+    (nothing is deleted) and :class:`core.runs.RunLockedError` while another process trains there.
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.json")
+    check_resume(out, config_to_dict(config))
+    with lock_run(out):
+        save_config(config, out / CONFIG_FILE)
+        return _train(config, out, data_root, device, seed, progress)
+
+
+def _train(
+    config: ImageConfig, out: Path, data_root: str | Path | None, device: str, seed: int, progress: bool
+) -> dict:
     dev = resolve_device(device)
     torch.manual_seed(seed)
     fam = config.family
@@ -160,23 +192,19 @@ def train(
     tcfg = TrainerConfig(
         steps=config.steps, lr=config.lr, warmup_steps=min(config.warmup_steps, config.steps - 1),
         schedule="cosine", ema_decay=config.ema_decay, ema_warmup=True,
-        ckpt_every=config.ckpt_every, out_dir=str(out / "train"), seed=seed, device=dev.type,
+        ckpt_every=config.ckpt_every, out_dir=str(out / TRAIN_DIR), seed=seed, device=dev.type,
         progress=progress, log_every=min(50, config.steps), tensorboard=False,
     )  # fmt: skip
     trainer = Trainer(model, loss_fn, loader, tcfg)
     info_path = out / "train_info.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {"train_seconds": 0.0}
+    info = read_json(info_path) if info_path.is_file() else {"train_seconds": 0.0}
     start = time.perf_counter()
     last = trainer.fit(resume=True)
     info["train_seconds"] += time.perf_counter() - start
     info.update(steps=config.steps, final_loss=last.get("loss", info.get("final_loss")))
     trainer.ema.copy_to(model)  # consistency: the slow EMA of the student, as in CM's sampling
     net = model.student.denoiser.net if fam == "consistency" else model.net
-    save_model(net, config, out / "model")
-    with atomic_write(info_path) as tmp:
-        tmp.write_text(json.dumps(info, indent=2))
-    metrics_path = out / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    with atomic_write(metrics_path) as tmp:
-        tmp.write_text(json.dumps({**metrics, "train": info}, indent=2))
+    net.save_pretrained(out / MODEL_DIR)
+    write_json(info_path, info)
+    merge_json(out / METRICS_FILE, {"train": info})
     return info
