@@ -88,10 +88,10 @@ def _folder(path, n, size, seed):
 
 @pytest.mark.slow
 def test_paper_preset_builds_and_takes_steps_at_256px(tmp_path):
-    src, tgt = _folder(tmp_path / "cat", 4, 256, 0), _folder(tmp_path / "dog", 3, 256, 1)
+    src, tgt = _folder(tmp_path / "cat", 5, 256, 0), _folder(tmp_path / "dog", 4, 256, 1)
     config = bench_config(
-        "paper", source_dir=str(src), target_dir=str(tgt), seeds=(0,), m_grid=(0.5,), m_grid_test=1, n_test=1,
-        figure_pairs=1,
+        "paper", source_dir=str(src), target_dir=str(tgt), seeds=(0,), m_grid=(0.5,), m_grid_test=2, n_test=2,
+        figure_pairs=2,
         models=dict(score_steps=1, score_batch=1, classifier_steps=2, classifier_batch=1, evaluator_epochs=1),
         translate=dict(steps=2, batch_size=1),
     )  # fmt: skip
