@@ -192,7 +192,7 @@ def _write_json(path: Path, obj) -> None:
 
 def _cached_translation(path: Path, fn) -> torch.Tensor:
     if path.is_file():
-        return torch.load(path)
+        return torch.load(path, weights_only=True)
     y = fn()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
@@ -331,7 +331,7 @@ def _pairs_figure(out: Path, names: list[str]) -> Path:
     rows = ["source", "egsde", "sdedit", "ilvr", "realism_only", "faithfulness_only"]
     fig, axes = plt.subplots(len(names), 1, figsize=(9, 4.2 * len(names)), squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
-        imgs = torch.load(out / name / "figure_images.pt")
+        imgs = torch.load(out / name / "figure_images.pt", weights_only=True)
         grid = []
         for r in rows:
             x = (imgs[r].float().clamp(-1, 1) + 1) / 2
