@@ -79,6 +79,7 @@ def run_demo(
         "train_seconds": info["train_seconds"],
         "final_loss": info["final_loss"],
         "image_size": icfg.image_size,
+        "timesteps": icfg.timesteps,
         "solvers": rows,
     }
     with atomic_write(out / "metrics.json") as tmp:
@@ -94,7 +95,8 @@ def image_report(metrics: dict) -> list[str]:
     lines = [
         "## vision — class-conditional DDPM on handwritten digits",
         "",
-        f"A U-Net DDPM (v prediction, 1000-step linear-beta schedule) trained {metrics['train_steps']} steps "
+        f"A U-Net DDPM (v prediction, {metrics['timesteps']}-step linear-beta schedule) trained "
+        f"{metrics['train_steps']} steps "
         f"({metrics['train_seconds']:.0f} s) on the 4,000 OpenCV training digits "
         f"({metrics['image_size']}x{metrics['image_size']}), sampled from the same noise and labels by "
         f"{half} solvers. `fid_digits` is a Frechet distance in the features of a classifier trained "

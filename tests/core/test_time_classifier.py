@@ -54,7 +54,7 @@ def test_save_and_load_round_trip(tmp_path):
     back = TimeClassifier.from_pretrained(tmp_path / "clf")
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([0.2, 0.7])
     torch.testing.assert_close(back(x, t), net.eval()(x, t))
-    assert back.config["num_classes"] == 3
+    assert back.init_config["num_classes"] == 3
 
 
 def test_loss_is_cross_entropy_on_the_ddpm_marginal():

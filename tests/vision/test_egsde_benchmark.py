@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 
 from vision.cli import main
-from vision.egsde.benchmark import BENCH_METHODS, bench_config, run_benchmark, select_lambdas
+from vision.egsde.benchmark import BENCH_METHODS, bench_config, run_benchmark, select_settings
 
 TINY = dict(
     tasks=("digits",), seeds=(0, 1, 2), n_test=6, n_val=6, m_grid=(0.4, 0.6), m_grid_test=4, workers=1,
-    figure_pairs=4, tune_grid=((10.0, 1.0), (30.0, 2.0)), tune_images=4,
+    figure_pairs=4, tune_grid=((0.4, 10.0, 1.0), (0.5, 30.0, 2.0)), tune_images=4,
     models=dict(score_steps=2, score_batch=8, classifier_steps=2, classifier_batch=8, evaluator_epochs=1,
                 evaluator_train_size=200),
     translate=dict(steps=2),
@@ -45,13 +45,17 @@ def test_benchmark_writes_every_metric_and_resumes(tmp_path):
     assert again["tasks"]["digits"]["methods"] == metrics["tasks"]["digits"]["methods"]
 
 
-def test_lambda_selection_rule():
-    base = {"sdedit": {"fid": 5.0, "ssim": 0.3}, "ilvr": {"fid": 6.0, "ssim": 0.5}}
-    rows = [{"lambda_s": 1, "fid": 1.0, "ssim": 0.4}, {"lambda_s": 2, "fid": 3.0, "ssim": 0.6},
-            {"lambda_s": 3, "fid": 2.0, "ssim": 0.55}]  # fmt: skip
-    assert select_lambdas(rows, base)["lambda_s"] == 3
-    rows = [{"lambda_s": 1, "fid": 1.0, "ssim": 0.45}, {"lambda_s": 2, "fid": 2.0, "ssim": 0.1}]
-    assert select_lambdas(rows, base)["lambda_s"] == 1  # no row beats both: best mean rank
+def test_selection_rule_compares_with_the_baselines_at_the_same_m():
+    base = {0.3: {"sdedit": {"fid": 5.0, "ssim": 0.3}, "ilvr": {"fid": 6.0, "ssim": 0.5}},
+            0.5: {"sdedit": {"fid": 4.0, "ssim": 0.2}, "ilvr": {"fid": 6.0, "ssim": 0.3}}}  # fmt: skip
+    cells = [(0.3, 1, 1.0, 0.4), (0.3, 2, 3.0, 0.6), (0.5, 3, 2.0, 0.35), (0.3, 4, 2.5, 0.55)]
+    rows = [{"m": m, "lambda_s": ls, "fid": f, "ssim": q} for m, ls, f, q in cells]
+    assert select_settings(rows, base)["lambda_s"] == 3
+    rows = [
+        {"m": 0.3, "lambda_s": 1, "fid": 1.0, "ssim": 0.45},
+        {"m": 0.3, "lambda_s": 2, "fid": 2.0, "ssim": 0.1},
+    ]
+    assert select_settings(rows, base)["lambda_s"] == 1  # no row beats both: best mean rank
 
 
 def test_presets_resolve_to_the_papers_settings():
@@ -60,6 +64,12 @@ def test_presets_resolve_to_the_papers_settings():
     t = paper.translate
     assert (t.lambda_s, t.lambda_i, t.m, t.steps, t.factor, t.layer) == (500.0, 2.0, 0.5, 500, 32, "mid")
     assert paper.models.timesteps == 1000
+    from vision.egsde.models import build_domain_classifier, build_score_net
+
+    unet = build_score_net(paper.models, 256, 3)
+    clf = build_domain_classifier(paper.models, 256, 3)
+    assert sum(p.numel() for p in unet.parameters()) > 50e6
+    assert clf.layers[-2:] == ("mid", "pool") and len(clf.levels) == 6
     quick = bench_config("quick")
     assert quick.tasks == ("digits", "fashion") and len(quick.seeds) >= 3
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
@@ -78,10 +88,10 @@ def _folder(path, n, size, seed):
 
 @pytest.mark.slow
 def test_paper_preset_builds_and_takes_steps_at_256px(tmp_path):
-    src, tgt = _folder(tmp_path / "cat", 4, 256, 0), _folder(tmp_path / "dog", 3, 256, 1)
+    src, tgt = _folder(tmp_path / "cat", 5, 256, 0), _folder(tmp_path / "dog", 4, 256, 1)
     config = bench_config(
-        "paper", source_dir=str(src), target_dir=str(tgt), seeds=(0,), m_grid=(0.5,), m_grid_test=1, n_test=1,
-        figure_pairs=1,
+        "paper", source_dir=str(src), target_dir=str(tgt), seeds=(0,), m_grid=(0.5,), m_grid_test=2, n_test=2,
+        figure_pairs=2,
         models=dict(score_steps=1, score_batch=1, classifier_steps=2, classifier_batch=1, evaluator_epochs=1),
         translate=dict(steps=2, batch_size=1),
     )  # fmt: skip

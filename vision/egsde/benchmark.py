@@ -33,7 +33,7 @@ from .metrics import translation_metrics
 from .models import ModelSettings, train_domain_classifier, train_evaluator, train_score_model
 from .translate import TranslateSettings, translate
 
-__all__ = ["BENCH_METHODS", "EGSDEBenchConfig", "PRESETS", "bench_config", "run_benchmark"]
+__all__ = ["BENCH_METHODS", "EGSDEBenchConfig", "PRESETS", "bench_config", "run_benchmark", "select_settings"]
 
 #: Reported methods: (name, translate method, classifier used).
 BENCH_METHODS = (
@@ -64,7 +64,7 @@ class EGSDEBenchConfig:
     source_dir: str | None = None
     target_dir: str | None = None
     workers: int = 2
-    tune_grid: tuple[tuple[float, float], ...] = ()
+    tune_grid: tuple[tuple[float, float, float], ...] = ()
     tune_images: int = 128
 
     def __post_init__(self) -> None:
@@ -73,7 +73,10 @@ class EGSDEBenchConfig:
         if isinstance(self.translate, dict):
             self.translate = TranslateSettings(**self.translate)
         self.tasks, self.seeds, self.m_grid = tuple(self.tasks), tuple(self.seeds), tuple(self.m_grid)
-        self.tune_grid = tuple((float(a), float(b)) for a, b in self.tune_grid)
+        self.tune_grid = tuple((float(m), float(a), float(b)) for m, a, b in self.tune_grid)
+        for m, _, _ in self.tune_grid:
+            if not 0.0 < m <= 1.0:
+                raise ValueError(f"M must lie in (0, 1], got {m} in tune_grid")
         if len(self.seeds) < 1:
             raise ValueError("need at least one seed")
         for m in self.m_grid:
@@ -88,11 +91,11 @@ PRESETS = {
             classifier_steps=400, classifier_batch=32, evaluator_epochs=3, evaluator_train_size=8000,
         ),
         translate=TranslateSettings(lambda_s=100.0, lambda_i=2.0, m=0.5, steps=20, factor=4, layer="mid"),
-        n_test=160,
+        n_test=100,
         m_grid=(0.3, 0.5, 0.7),
-        m_grid_test=80,
-        tune_grid=tuple((ls, li) for li in (1.0, 2.0) for ls in (30.0, 100.0, 300.0, 1000.0)),
-        tune_images=128,
+        m_grid_test=48,
+        tune_grid=tuple((m, ls, li) for m in (0.3, 0.5) for ls in (10.0, 50.0) for li in (2.0, 5.0)),
+        tune_images=64,
     ),
     "paper": EGSDEBenchConfig(
         tasks=("folder",),
@@ -164,11 +167,12 @@ def _evaluator_data(task: Task, name: str) -> tuple[torch.Tensor, torch.Tensor, 
 _UNUSED = {"sdedit": ("lambda_s", "lambda_i", "layer", "factor"), "ilvr": ("lambda_s", "lambda_i", "layer")}
 
 
-def select_lambdas(rows: list[dict], baselines: dict[str, dict]) -> dict:
-    """The validation row to use: among rows whose SSIM (and identity accuracy, when measured)
-    beat every baseline's, the lowest FID; if none does, the best mean rank of FID and SSIM."""
+def select_settings(rows: list[dict], baselines: dict[float, dict[str, dict]]) -> dict:
+    """The validation row (M, lambda_s, lambda_i) to use. Among rows whose SSIM (and identity
+    accuracy, when measured) beat both baselines run at the same M, the lowest FID; if none does,
+    the best mean rank of FID and SSIM."""
     keys = ["ssim"] + (["identity_accuracy"] if "identity_accuracy" in rows[0] else [])
-    feasible = [r for r in rows if all(r[k] > max(b[k] for b in baselines.values()) for k in keys)]
+    feasible = [r for r in rows if all(r[k] > max(b[k] for b in baselines[r["m"]].values()) for k in keys)]
     if feasible:
         return min(feasible, key=lambda r: r["fid"])
     fid_rank = {id(r): i for i, r in enumerate(sorted(rows, key=lambda r: r["fid"]))}
@@ -188,7 +192,7 @@ def _write_json(path: Path, obj) -> None:
 
 def _cached_translation(path: Path, fn) -> torch.Tensor:
     if path.is_file():
-        return torch.load(path)
+        return torch.load(path, weights_only=True)
     y = fn()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
@@ -256,22 +260,28 @@ def run_task(
         x_val = task.source_val[: config.tune_images].to(dev)
         lab_val = None if task.source_val_labels is None else task.source_val_labels[: config.tune_images]
         seed = config.seeds[0]
-        baselines = {
-            m: measure(run(m, None, seed, settings, x_val, f"val_{m}"), x_val, lab_val)
-            for m in ("sdedit", "ilvr")
-        }
-        rows = []
-        for ls, li in config.tune_grid:
-            trial = dataclasses.replace(settings, lambda_s=ls, lambda_i=li)
+        rows, baselines = [], {}
+        for mv, ls, li in config.tune_grid:
+            at_m = dataclasses.replace(settings, m=mv)
+            if mv not in baselines:
+                baselines[mv] = {
+                    b: measure(run(b, None, seed, at_m, x_val, f"val_{b}"), x_val, lab_val)
+                    for b in ("sdedit", "ilvr")
+                }
+            trial = dataclasses.replace(at_m, lambda_s=ls, lambda_i=li)
             y = run("egsde", "time", seed, trial, x_val, "val_egsde")
-            rows.append({"lambda_s": ls, "lambda_i": li, **measure(y, x_val, lab_val)})
-        best = select_lambdas(rows, baselines)
-        settings = dataclasses.replace(settings, lambda_s=best["lambda_s"], lambda_i=best["lambda_i"])
-        tuning = {"split": "validation", "images": len(x_val), "baselines": baselines, "grid": rows,
-                  "chosen": {"lambda_s": best["lambda_s"], "lambda_i": best["lambda_i"]}}  # fmt: skip
+            rows.append({"m": mv, "lambda_s": ls, "lambda_i": li, **measure(y, x_val, lab_val)})
+        best = select_settings(rows, baselines)
+        chosen = {k: best[k] for k in ("m", "lambda_s", "lambda_i")}
+        settings = dataclasses.replace(settings, **chosen)
+        tuning = {"split": "validation", "images": len(x_val), "grid": rows, "chosen": chosen,
+                  "baselines": {f"M={mv:g}": b for mv, b in baselines.items()}}  # fmt: skip
 
     methods: dict[str, dict] = {}
     shown = {}
+    pick = (
+        torch.linspace(0, len(src) - 1, min(config.figure_pairs, len(src))).round().long()
+    )  # spread over classes
     for tag, method, which in BENCH_METHODS:
         per_seed = []
         for seed in config.seeds:
@@ -279,7 +289,7 @@ def run_task(
             per_seed.append(translation_metrics(y, src.cpu(), task.target_test, evaluator,
                                                 source_labels=labels, label_of=label_of))  # fmt: skip
             if seed == config.seeds[0]:
-                shown[tag] = y[: config.figure_pairs]
+                shown[tag] = y[pick]
         methods[tag] = {k: _stats([r[k] for r in per_seed]) for k in per_seed[0]}
     sensitivity = {}
     x_m = src[: config.m_grid_test]
@@ -311,7 +321,7 @@ def run_task(
         "seconds": time.perf_counter() - start,
     }  # fmt: skip
     _write_json(folder / "metrics.json", result)
-    torch.save({"source": task.source_test[: config.figure_pairs], **shown}, folder / "figure_images.pt")
+    torch.save({"source": task.source_test[pick], **shown}, folder / "figure_images.pt")
     return result
 
 
@@ -321,7 +331,7 @@ def _pairs_figure(out: Path, names: list[str]) -> Path:
     rows = ["source", "egsde", "sdedit", "ilvr", "realism_only", "faithfulness_only"]
     fig, axes = plt.subplots(len(names), 1, figsize=(9, 4.2 * len(names)), squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
-        imgs = torch.load(out / name / "figure_images.pt")
+        imgs = torch.load(out / name / "figure_images.pt", weights_only=True)
         grid = []
         for r in rows:
             x = (imgs[r].float().clamp(-1, 1) + 1) / 2

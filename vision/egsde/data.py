@@ -122,16 +122,16 @@ def folder_task(
     """Two image folders (source, target), each split 80% / 10% / 10% (train / val / test)."""
     src, _ = load_image_files(source_dir, size, channels=channels)
     tgt, _ = load_image_files(target_dir, size, channels=channels)
-    if len(src) < 3 or len(tgt) < 2:
-        raise ValueError(f"need >= 3 source and >= 2 target images, got {len(src)} and {len(tgt)}")
+    if len(src) < 4 or len(tgt) < 4:
+        raise ValueError(f"need >= 4 source and >= 4 target images, got {len(src)} and {len(tgt)}")
     perm = torch.randperm(len(src), generator=torch.Generator().manual_seed(0))
     nv = n_val or max(1, len(src) // 10)
-    nt = n_test or max(1, len(src) // 10)
+    nt = n_test or max(2, len(src) // 10)
     va, te, tr = perm[:nv], perm[nv : nv + nt], perm[nv + nt :]
     if len(tr) == 0:
         tr = te
     tperm = torch.randperm(len(tgt), generator=torch.Generator().manual_seed(1))
-    n_tt = max(1, len(tgt) // 10)
+    n_tt = max(2, len(tgt) // 10)  # the FID reference needs at least two images
     return Task(
         "folder", src[tr], src[va], src[te], tgt[tperm[n_tt:]], tgt[tperm[:n_tt]],
         description=f"{Path(source_dir).name} -> {Path(target_dir).name} at {size}x{size}",

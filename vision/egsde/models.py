@@ -31,6 +31,8 @@ from ..classifier import ClassifierConfig, FeatureClassifier, classifier_accurac
 
 __all__ = [
     "ModelSettings",
+    "build_domain_classifier",
+    "build_score_net",
     "ScoreUNet",
     "load_diffusers_model",
     "load_score_model",
@@ -107,6 +109,26 @@ def _fit(model, loss_fn, data: tuple[Tensor, ...], batch: int, cfg: TrainerConfi
     trainer.ema.copy_to(model)
 
 
+def build_score_net(s: ModelSettings, size: int, channels: int) -> ScoreUNet:
+    """A fresh score U-Net for ``size`` x ``size`` images with ``channels`` channels."""
+    return ScoreUNet(
+        image_size=size, in_channels=channels, base_channels=s.unet_channels,
+        channel_mults=list(s.unet_mults), num_res_blocks=s.unet_blocks,
+        attention_resolutions=list(s.unet_attention), dropout=0.0, groups=s.groups, time_scale=1.0,
+    )  # fmt: skip
+
+
+def build_domain_classifier(
+    s: ModelSettings, size: int, channels: int, time_conditional: bool = True
+) -> TimeClassifier:
+    """A fresh two-class (source 0, target 1) classifier for ``size`` px images."""
+    return TimeClassifier(
+        image_size=size, in_channels=channels, num_classes=2, base_channels=s.classifier_channels,
+        channel_mults=list(s.classifier_mults), num_res_blocks=1, groups=s.groups,
+        time_conditional=time_conditional,
+    )  # fmt: skip
+
+
 def train_score_model(
     target: Tensor, s: ModelSettings, out: Path, *, seed: int = 0, device: str = "auto", progress: bool = True
 ) -> Denoiser:
@@ -114,12 +136,7 @@ def train_score_model(
     final = out / "model"
     if not (final / "config.json").is_file():
         size = target.shape[-1]
-        net = ScoreUNet(
-            image_size=size, in_channels=target.shape[1], base_channels=s.unet_channels,
-            channel_mults=list(s.unet_mults), num_res_blocks=s.unet_blocks,
-            attention_resolutions=list(s.unet_attention), dropout=0.0, groups=s.groups,
-            time_scale=1.0,
-        )  # fmt: skip
+        net = build_score_net(s, size, target.shape[1])
         den = score_denoiser(net, s.timesteps)
 
         def loss(model, batch):
@@ -185,11 +202,7 @@ def train_domain_classifier(
     """
     final = out / "model"
     if not (final / "config.json").is_file():
-        net = TimeClassifier(
-            image_size=source.shape[-1], in_channels=source.shape[1], num_classes=2,
-            base_channels=s.classifier_channels, channel_mults=list(s.classifier_mults), num_res_blocks=1,
-            groups=s.groups, time_conditional=time_conditional,
-        )  # fmt: skip
+        net = build_domain_classifier(s, source.shape[-1], source.shape[1], time_conditional)
         n = min(len(source), len(target))
         g = torch.Generator().manual_seed(seed)
         src = source[torch.randperm(len(source), generator=g)[:n]]

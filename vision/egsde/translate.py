@@ -96,7 +96,12 @@ def check_source(x: Tensor, channels: int, size: int) -> None:
 def image_shape(denoiser: Denoiser) -> tuple[int | None, int | None]:
     """(channels, size) the score model expects, read from its network's config (None if unknown)."""
     net = denoiser.net
-    for cfg in (getattr(net, "config", None), getattr(getattr(net, "model", None), "config", None)):
+    inner = getattr(net, "model", None)
+    for cfg in (
+        getattr(net, "init_config", None),
+        getattr(net, "config", None),
+        getattr(inner, "config", None),
+    ):
         if cfg is None:
             continue
         get = cfg.get if isinstance(cfg, dict) else (lambda k, c=cfg: getattr(c, k, None))
