@@ -84,6 +84,7 @@ def test_cli_reports_bad_input_cleanly(tmp_path, capsys):
     assert main(["benchmark", "--set", "edm_steps=many"]) == 2
     assert "cannot read 'many'" in capsys.readouterr().err
 
+
 def test_xtb_gap_dipole_and_calibration():
     built = add_hydrogens(*ETHANOL)
     assert built is not None and sorted(built[0].tolist()).count(1) == 6
