@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from core.data import load_fashion_mnist
-from core.data.paths import atomic_write
 from core.families import (
     GAN,
     GAN_FAMILIES,
@@ -51,6 +50,7 @@ from core.families import (
     dirac_gan_iterates,
     dirac_phase_plot,
 )
+from core.files import atomic_write
 from core.plotting import save_image_grid
 from core.training import Trainer, TrainerConfig
 from vision.generation.quality import sample_metrics

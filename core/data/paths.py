@@ -6,10 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..files import atomic_write
-
-# atomic_write is re-exported: core.sampling.analytic imports it from here.
-__all__ = ["DatasetNotFoundError", "atomic_write", "data_root"]
+__all__ = ["DatasetNotFoundError", "data_root"]
 
 
 class DatasetNotFoundError(FileNotFoundError):

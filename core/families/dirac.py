@@ -111,7 +111,7 @@ def dirac_phase_plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..data.paths import atomic_write
+    from ..files import atomic_write
 
     curves = {
         "gan": ("gan", 0.0),

@@ -47,8 +47,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..data.paths import atomic_write
 from ..denoiser import Denoiser
+from ..files import atomic_write
 from ..schedules import NoiseSchedule
 from .registry import SamplerContext, register
 

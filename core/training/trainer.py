@@ -53,7 +53,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_weights, save_weights
-from ..data.paths import atomic_write
+from ..files import atomic_write
 from .ema import EMA
 from .game import Game, Player, SingleModel
 
