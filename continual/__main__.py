@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from core.runs import USER_ERRORS, add_demo_arguments
+from core.runs import add_demo_arguments, run_command
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -91,11 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m continual`` with ``argv``; returns the exit status (2 for a user error)."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":

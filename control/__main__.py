@@ -11,7 +11,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from core.files import read_json, write_json  # noqa: E402
-from core.runs import USER_ERRORS, add_demo_arguments, run_folder  # noqa: E402
+from core.runs import add_demo_arguments, run_command, run_folder  # noqa: E402
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -174,12 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    try:
-        args.fn(args)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: args.fn(args))
 
 
 if __name__ == "__main__":

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
 from . import demo
 from .config import preset
-from .runs import USER_ERRORS, add_demo_arguments
+from .runs import add_demo_arguments, run_command
 
 __all__ = ["main"]
 
@@ -29,14 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.manual_seed(args.seed)
     config = preset(demo.PRESETS, args.preset)
-    try:
+
+    def run() -> None:
         metrics = demo.run_toy_demo(
             config, args.out, device=args.device, seed=args.seed, progress=not args.no_progress
         )
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for row in metrics["solvers"]:
-        print(f"{row['solver']:<32} NFE {row['nfe']:>5}  sliced W2 {row['sliced_wasserstein']:.4f}")
-    print(f"wrote {args.out / 'report.md'}")
-    return 0
+        for row in metrics["solvers"]:
+            print(f"{row['solver']:<32} NFE {row['nfe']:>5}  sliced W2 {row['sliced_wasserstein']:.4f}")
+        print(f"wrote {args.out / 'report.md'}")
+
+    return run_command(run)

@@ -30,7 +30,8 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -46,6 +47,7 @@ __all__ = [
     "ConfigMismatchError",
     "RunLockedError",
     "USER_ERRORS",
+    "run_command",
     "add_demo_arguments",
     "check_demo_output",
     "check_resume",
@@ -74,6 +76,16 @@ class RunLockedError(RuntimeError):
 #: Errors a command line reports as one line ``error: <message>`` on stderr with exit status 2
 #: (bad values, missing or damaged files, a busy or mismatched run folder), not as a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, RunLockedError)
+
+
+def run_command(command: Callable[[], int | None]) -> int:
+    """Run ``command()`` for a command line: its status (None counts as 0), or, for one of
+    :data:`USER_ERRORS`, ``error: <message>`` on stderr and status 2."""
+    try:
+        return command() or 0
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def validate_run_name(name: str) -> str:

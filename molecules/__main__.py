@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-from core.runs import USER_ERRORS, add_demo_arguments
+from core.runs import add_demo_arguments, run_command
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -160,12 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m molecules`` with ``argv``; returns the exit status (2 for a user error)."""
     args = build_parser().parse_args(argv)
-    try:
-        args.fn(args)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: args.fn(args))
 
 
 if __name__ == "__main__":

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
 from core.plotting import save_image_grid
-from core.runs import USER_ERRORS, add_demo_arguments
+from core.runs import add_demo_arguments, run_command
 from core.training import resolve_device
 
 from . import demo
@@ -92,11 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``python -m vision`` with ``argv``; returns the exit status (2 for a user error)."""
     args = build_parser().parse_args(argv)
     torch.manual_seed(getattr(args, "seed", 0))
-    try:
-        return _run(args)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
