@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from .files import atomic_write
 
-__all__ = ["preset", "config_to_dict", "save_config", "apply_overrides"]
+__all__ = ["preset", "sized_preset", "config_to_dict", "save_config", "apply_overrides"]
 
 C = TypeVar("C")
 
@@ -26,6 +26,18 @@ def preset(presets: dict[str, C], name: str, **overrides: Any) -> C:
         raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(presets))}")
     config = dataclasses.replace(presets[name])
     return apply_overrides(config, overrides) if overrides else config
+
+
+def sized_preset(cls: type[C], sizes: dict[str, tuple[int, int, int]], name: str, **overrides: Any) -> C:
+    """A transformer paper size ``"<size>/<patch>"`` (e.g. ``"S/2"``) of config class ``cls``:
+    ``sizes[size] = (depth, dim, heads)``, ``patch_size`` from the name, then ``overrides``."""
+    size, _, patch = name.partition("/")
+    if size not in sizes or not patch.isdigit():
+        raise ValueError(
+            f"unknown {cls.__name__} preset {name!r}; expected <size>/<patch> with size in {list(sizes)}"
+        )
+    table = {k: cls(depth=d, dim=w, heads=h) for k, (d, w, h) in sizes.items()}
+    return preset(table, size, patch_size=int(patch), **overrides)
 
 
 def apply_overrides(config: C, overrides: dict[str, Any]) -> C:

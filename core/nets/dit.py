@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from ..checkpoint import ModelMixin
-from ..config import preset
+from ..config import sized_preset
 from .conditioning import ClassConditional, ClassEmbedding, TimeEmbedding, check_image, time_vector
 from .transformer import Attention, FeedForward, PatchEmbed, sincos_2d, unpatchify
 
@@ -47,13 +47,7 @@ class DiTConfig:
     def preset(cls, name: str, **overrides) -> DiTConfig:
         """A paper size ``"<size>/<patch>"`` (sizes: ``DIT_SIZES``), e.g. ``"S/2"``; ``overrides``
         set other fields."""
-        size, _, patch = name.partition("/")
-        if size not in DIT_SIZES or not patch.isdigit():
-            raise ValueError(
-                f"unknown DiT preset {name!r}; expected <size>/<patch> with size in {list(DIT_SIZES)}"
-            )
-        sizes = {k: cls(depth=d, dim=w, heads=h) for k, (d, w, h) in DIT_SIZES.items()}
-        return preset(sizes, size, patch_size=int(patch), **overrides)
+        return sized_preset(cls, DIT_SIZES, name, **overrides)
 
 
 def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:

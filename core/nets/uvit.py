@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint import ModelMixin
-from ..config import preset
+from ..config import sized_preset
 from .conditioning import ClassConditional, ClassEmbedding, TimeEmbedding, check_image, time_vector
 from .transformer import Attention, FeedForward, PatchEmbed, unpatchify
 
@@ -53,13 +53,7 @@ class UViTConfig:
     def preset(cls, name: str, **overrides) -> UViTConfig:
         """A paper size ``"<size>/<patch>"`` (sizes: ``UVIT_SIZES``), e.g. ``"S/2"``; ``overrides``
         set other fields."""
-        size, _, patch = name.partition("/")
-        if size not in UVIT_SIZES or not patch.isdigit():
-            raise ValueError(
-                f"unknown U-ViT preset {name!r}; expected <size>/<patch> with size in {list(UVIT_SIZES)}"
-            )
-        sizes = {k: cls(depth=d, dim=w, heads=h) for k, (d, w, h) in UVIT_SIZES.items()}
-        return preset(sizes, size, patch_size=int(patch), **overrides)
+        return sized_preset(cls, UVIT_SIZES, name, **overrides)
 
 
 class UViTBlock(nn.Module):

@@ -87,7 +87,7 @@ def test_config_errors():
         DiTConfig(image_size=30, patch_size=4)
     with pytest.raises(ValueError, match="depth must be even"):
         UViTConfig(depth=13)
-    with pytest.raises(ValueError, match="unknown DiT preset"):
+    with pytest.raises(ValueError, match="unknown DiTConfig preset"):
         DiTConfig.preset("XXL/2")
 
 
