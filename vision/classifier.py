@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from core.checkpoint import ModelMixin
 from core.metrics import frechet_distance, gaussian_stats
@@ -78,9 +79,11 @@ def train_feature_classifier(
     lr: float = 2e-3,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    progress: bool = True,
 ) -> FeatureClassifier:
     """Train a :class:`FeatureClassifier` with Adam and cross-entropy on images (N, C, H, W) in
-    [-1, 1] and labels (N,) int64 (random flips are not used: they change some classes' meaning).
+    [-1, 1] and labels (N,) int64 (random flips are not used: they change some classes' meaning),
+    with a progress bar over the optimizer steps unless ``progress`` is False.
     Returns the model in eval mode."""
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
@@ -92,6 +95,7 @@ def train_feature_classifier(
     steps = epochs * ((images.shape[0] + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     model.train()
+    bar = tqdm(total=steps, desc="feature classifier", unit="step", disable=not progress)
     for _ in range(epochs):
         perm = torch.randperm(images.shape[0], generator=g)
         for i in range(0, len(perm), batch_size):
@@ -101,6 +105,9 @@ def train_feature_classifier(
             loss.backward()
             opt.step()
             sched.step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
     return model.eval()
 
 
