@@ -4,7 +4,7 @@ Rows: ``expert`` (the push planner, calibration), ``regression`` (MSE policy, sa
 and one row per diffusion sampler (``ddpm100`` reference, ``ddim10``, ``dpm_solver++10``). Every
 row runs the same seeded starts. Each row has ``mean_max_coverage`` (the Push-T score: the mean
 over episodes of each episode's max clip(coverage / 0.95)), ``success_rate`` (coverage > 0.95),
-``chunk_latency_ms`` (one chunk for one environment, median) and ``nfe``; the fast samplers get
+``chunk_latency_ms`` (one chunk for one environment, fastest of 10) and ``nfe``; the fast samplers get
 ``vs_ddpm100`` (paired score difference with its standard error, latency ratio). The two-way
 task shows the multimodality (``multimodality``).
 """

@@ -190,6 +190,39 @@ def test_samplers_and_regression(tmp_path):
     assert reg.predict(states).shape == (3, 16, 2) and reg.nfe == 1
 
 
+@pytest.mark.parametrize("sampler", ["ddim10", "ddpm100"])
+def test_samplers_match_diffusers_with_clipped_x0(sampler):
+    """The policy's DDIM-10 and DDPM-100 chunks equal diffusers' DDIMScheduler / DDPMScheduler
+    (squaredcos_cap_v2, T = 100, clip_sample=True) on the same network, noise and timesteps.
+    An untrained network's x0 at t_max is far outside [-1, 1]; without clipping the chunks differ
+    by up to the whole action range."""
+    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed: parity test skipped")
+    torch.manual_seed(0)
+    policy, _ = build_policy(_small_cfg(), _buffer((20, 20)), "diffusion")
+    states = np.random.default_rng(0).uniform(100, 400, (4, 2, 5))
+    policy.sampler = sampler
+    ours = torch.as_tensor(policy.act_norm.normalize(policy.predict(states, seed=5)))
+    cond = policy.encode(states)
+    cfg = dict(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", clip_sample=True)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 16, 2, generator=gen)
+    if sampler == "ddim10":  # 9 steps 99 -> 88 -> ... -> 0, then x0 at step 0 (alpha_prev = 1)
+        sch = diffusers.DDIMScheduler(**cfg, set_alpha_to_one=True)
+        sch.set_timesteps(9)
+        sch.timesteps = torch.arange(99, -1, -11)
+        kw = dict(use_clipped_model_output=True)
+    else:
+        sch = diffusers.DDPMScheduler(**cfg, variance_type="fixed_small")
+        sch.set_timesteps(100)
+        kw = dict(generator=gen)
+    with torch.no_grad():
+        for t in sch.timesteps:
+            eps = policy.net(x, t.float().expand(4), global_cond=cond)
+            x = sch.step(eps, int(t), x, **kw).prev_sample
+    assert x.abs().max() == 1.0  # clipping was active
+    assert torch.allclose(ours, x, atol=1e-4)
+
+
 def test_paper_preset_builds_and_steps():
     """Chi et al.'s sizes (65M-parameter U-Net) build and take optimisation steps on CPU."""
     cfg = PRESETS["paper"]
