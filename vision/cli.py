@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="quick", choices=sorted(PRESETS))
     t.add_argument("--family", default="ddpm", choices=FAMILIES)
     t.add_argument(
-        "--model", choices=MODELS + ("mlp", "conv"),
+        "--model", choices=MODELS + tuple(sorted({m for f in CLASSIC_FAMILIES.values() for m in f.models})),
         help="diffusion families: the backbone (default unet); vae/iwae: mlp (default) or conv; the other "
         "classic families have one architecture (conv; nade: mlp)",
     )  # fmt: skip
@@ -139,6 +139,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out / 'report.md'}")
         return 0
     if args.command == "train":
+        only = (("--labels", args.labels, "triple_gan"), ("--iwae-k", args.iwae_k, "iwae"))
+        for flag, value, family in only:
+            if value is not None and args.family != family:
+                raise ValueError(f"{flag} applies to --family {family} only, not {args.family!r}")
         config = image_config(
             args.preset, model=args.model, family=args.family, dataset=args.dataset,
             teacher=str(args.teacher) if args.teacher else None, steps=args.steps, batch_size=args.batch_size,

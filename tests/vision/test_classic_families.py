@@ -163,6 +163,8 @@ def test_bad_input_errors(tmp_path, capsys):
         CLASSIC_FAMILIES["nade"].build(image_config("smoke", family="nade", dataset="digits")).log_prob(
             torch.full((1, D), 0.5)
         )
+    assert main(["train", "--family", "gan", "--labels", "100", "--out", str(tmp_path / "x")] + CPU) == 2
+    assert "--labels applies to --family triple_gan only" in capsys.readouterr().err
     run = tmp_path / "gan"
     train(image_config("smoke", family="gan", dataset="digits", steps=1), run, progress=False)
     for extra in (["--method", "ddim"], ["--steps", "5"], ["--cfg-scale", "2"]):
