@@ -154,7 +154,8 @@ def report_lines(metrics: dict) -> list[str]:
         "",
         "Dirac-GAN (a point-mass generator theta, a linear discriminator psi x): the library's "
         "Jacobian of the simultaneous-gradient field at the equilibrium has purely imaginary "
-        "eigenvalues for GAN and WGAN, so the iterates circle it; CLC-GAN's closed-loop control "
+        "eigenvalues for GAN and WGAN, so the iterates circle it (and spiral outwards under discrete "
+        "simultaneous steps); CLC-GAN's closed-loop control "
         f"(weight {d['clc']:g}) moves them into the left half-plane and the iterates converge "
         f"(distance to the equilibrium after {d['steps']} steps of size {d['lr']:g} from (1, 1)):",
         "",

@@ -64,7 +64,9 @@ class ImageConfig:
     group (RealNVP, VFlow) or implicit blocks (ImpFlow); ``latent_dim`` the VAE's or generator's
     latent size; ``iwae_k`` the IWAE's training K; ``nll_k`` the importance samples of the
     likelihood estimate (VAE/IWAE; VFlow's bound) on ``nll_images`` test images; ``labels`` the
-    labelled training images of Triple-GAN (balanced over classes).
+    labelled training images of Triple-GAN (balanced over classes). ``ema_decay`` averages the
+    diffusion networks and the games' generators; the likelihood families save their trained
+    weights (their NLL is of those).
     """
 
     dataset: str = "fashion_mnist"
