@@ -81,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="PNG path (default <run>/samples_<method>_<steps>.png)")
     _common(s)
 
-    e = sub.add_parser("evaluate", help="fid_<dataset>, precision/recall, class accuracy into metrics.json")
+    e = sub.add_parser(
+        "evaluate",
+        help="fid_<dataset>, precision/recall, class accuracy and a classic family's NLL / bits per dim "
+        "into metrics.json",
+    )
     _sampling(e)
     e.add_argument("--samples", type=int, help="number of samples (default: the preset's eval_samples)")
     _common(e)
