@@ -175,7 +175,9 @@ _PAPER_VAE = dict(
 #: Classic families: ``paper`` follows the papers' sizes (IWAE's 200-200 tanh MLPs with 50
 #: latents and K = 50, scored with K = 5000; NADE's 500 hidden units; RealNVP's multi-scale
 #: couplings; DCGAN-width GANs and Triple-GAN with 100 labels); ``steps`` count optimizer
-#: steps of all players of a game.
+#: steps of all players of a game. ``quick`` GAN on the digits (500 samples): width 32 and 6000
+#: steps gave fid_digits 15.9
+#: (precision 0.82, recall 0.54) where width 16 and 3000 steps gave 31.2 (0.89, 0.42).
 FAMILY_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "consistency": dict(steps=10),
@@ -192,8 +194,8 @@ FAMILY_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
         "nade": dict(width=200, batch_size=100, steps=1000, nll_images=500),
         **_each(("realnvp", "vflow"), width=24, depth=3, batch_size=32, steps=1000, nll_k=16, nll_images=500),
         "impflow": dict(width=16, depth=2, batch_size=32, steps=300, nll_images=200),
-        **_each(_GANS, width=16, latent_dim=32, steps=3000, lr=2e-4, warmup_steps=0, ema_decay=0.999),
-        "triple_gan": dict(width=16, latent_dim=32, steps=3000, lr=3e-4, warmup_steps=0, ema_decay=0.999),
+        **_each(_GANS, width=32, latent_dim=32, steps=6000, lr=2e-4, warmup_steps=0, ema_decay=0.999),
+        "triple_gan": dict(width=32, latent_dim=32, steps=6000, lr=3e-4, warmup_steps=0, ema_decay=0.999),
     },
     "paper": {
         "consistency": dict(steps=50_000),
