@@ -176,8 +176,8 @@ _PAPER_VAE = dict(
 #: latents and K = 50, scored with K = 5000; NADE's 500 hidden units; RealNVP's multi-scale
 #: couplings; DCGAN-width GANs and Triple-GAN with 100 labels); ``steps`` count optimizer
 #: steps of all players of a game. ``quick`` GAN on the digits (500 samples): width 32 and 6000
-#: steps gave fid_digits 15.9
-#: (precision 0.82, recall 0.54) where width 16 and 3000 steps gave 31.2 (0.89, 0.42).
+#: steps gave fid_digits 15.9 (precision 0.82, recall 0.54) where width 16 and 3000 steps gave
+#: 31.2 (0.89, 0.42).
 FAMILY_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "consistency": dict(steps=10),
