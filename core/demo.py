@@ -1,9 +1,12 @@
-"""The core demo: a small diffusion model on a 2-D toy density, sampled by several solvers.
+"""The core demo: a small diffusion model on a 2-D toy density, sampled by several solvers, then
+the classic families.
 
 Trains a time-conditioned MLP (eps prediction, linear VP schedule) on "two moons" with the
 :class:`core.Trainer`, then draws the same initial noise through DDPM, DDIM, DPM-Solver(-3),
 DPM-Solver++(2M), Heun and Euler-Maruyama, and reports each solver's sliced Wasserstein
-distance to held-out data against its number of network evaluations (NFE).
+distance to held-out data against its number of network evaluations (NFE). The classic-families
+stage (:mod:`core.demo_families`) draws the Dirac-GAN phase portrait (GAN and WGAN circle, CLC-GAN
+converges) and trains GAN, WGAN-GP, CLC-GAN, a VAE and RNADE on the same data.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from .config import save_config  # noqa: E402
+from .demo_families import report_lines, run_families_stage  # noqa: E402
 from .denoiser import Denoiser  # noqa: E402
 from .files import atomic_write  # noqa: E402
 from .metrics import sliced_wasserstein  # noqa: E402
@@ -47,13 +51,22 @@ class ToyDemoConfig:
     data_size: int = 20000
     samples: int = 4000
     ddpm_steps: int = 1000
+    family_steps: int = 600
+    family_hidden: int = 64
 
 
 PRESETS = {
     "quick": ToyDemoConfig(),
     "smoke": ToyDemoConfig(
-        train_steps=200, batch_size=256, hidden=64, data_size=2000, samples=500, ddpm_steps=100
-    ),
+        train_steps=200,
+        batch_size=256,
+        hidden=64,
+        data_size=2000,
+        samples=500,
+        ddpm_steps=100,
+        family_steps=60,
+        family_hidden=32,
+    ),  # fmt: skip
 }
 
 # (label, core.sample keyword arguments); NFE is read from the counting wrapper, not assumed.
@@ -80,7 +93,8 @@ def two_moons(n: int, generator: torch.Generator, noise: float = 0.06) -> torch.
 def run_toy_demo(
     config: ToyDemoConfig, out: Path, device: str = "cpu", seed: int = 0, progress: bool = True
 ) -> dict:
-    """Train, sample with every solver, write ``metrics.json``, ``samplers.png`` and ``report.md``."""
+    """Train, sample with every solver, run the classic-families stage; write ``metrics.json``,
+    ``samplers.png``, ``dirac_gan.png``, ``families.png`` and ``report.md``."""
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.json")
     dev = resolve_device(device)
@@ -141,12 +155,17 @@ def run_toy_demo(
         sliced_wasserstein(two_moons(config.samples, g), held_out, generator=torch.Generator().manual_seed(0))
     )
 
+    classic = run_families_stage(
+        data, held_out, out, steps=config.family_steps, hidden=config.family_hidden,
+        batch_size=config.batch_size, device=str(dev), seed=seed, progress=progress,
+    )  # fmt: skip
     metrics = {
         "train_steps": config.train_steps,
         "train_seconds": train_seconds,
         "final_loss": _last_loss(out / "train" / "metrics.csv"),
         "data_vs_data_sliced_wasserstein": floor,
         "solvers": rows,
+        **classic,
     }
     with atomic_write(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2))
@@ -200,5 +219,6 @@ def _report(metrics: dict, path: Path) -> None:
         for r in metrics["solvers"]
     ]
     lines += ["", "![samples of each solver](./samplers.png)", ""]
+    lines += report_lines(metrics)
     with atomic_write(path) as tmp:
         tmp.write_text("\n".join(lines))

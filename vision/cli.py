@@ -20,11 +20,12 @@ from .egsde.cli import (
     run_egsde_demo,
     run_translate,
 )
+from .generation.classic import CLASSIC_FAMILIES, DIRECT
 from .generation.config import FAMILIES, MODELS, PRESETS, image_config
 from .generation.datasets import DATASETS
 from .generation.evaluate import evaluate_run
-from .generation.generate import generate
-from .generation.models import load_run
+from .generation.generate import DEFAULT_METHOD, check_direct, generate
+from .generation.models import load_run, run_config
 from .generation.train import train
 
 __all__ = ["build_parser", "main"]
@@ -39,10 +40,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", type=Path, required=True, help="run folder written by `train`")
     p.add_argument(
-        "--method", default="dpm_solver++",
-        help="a core.sample method (dpm_solver++ = 2M, ddim, ddpm, heun, euler, ...) or consistency",
+        "--method",
+        help="diffusion families: a core.sample method (dpm_solver++ = 2M, the default; ddim, ddpm, heun, "
+        "euler, ...) or consistency; the classic families sample directly and take no solver options",
     )  # fmt: skip
-    p.add_argument("--steps", type=int, default=20, help="solver steps; 0 = full ancestral chain (ddpm)")
+    p.add_argument(
+        "--steps", type=int, help="solver steps (default 20); 0 = full ancestral chain (ddpm)"
+    )  # fmt: skip
     p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--grid", help="step grid: logsnr (default), time_uniform (default for ddpm), karras, ...")
 
@@ -53,15 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m vision", description="anneal vision: image generation and translation"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train an image model (ddpm, flow, reflow, consistency)")
+    t = sub.add_parser("train", help="train an image model of any family (ddpm, flow, ..., vae, gan, ...)")
     t.add_argument("--preset", default="quick", choices=sorted(PRESETS))
-    t.add_argument("--model", default="unet", choices=MODELS)
     t.add_argument("--family", default="ddpm", choices=FAMILIES)
+    t.add_argument(
+        "--model", choices=MODELS + tuple(sorted({m for f in CLASSIC_FAMILIES.values() for m in f.models})),
+        help="diffusion families: the backbone (default unet); vae/iwae: mlp (default) or conv; the other "
+        "classic families have one architecture (conv; nade: mlp)",
+    )  # fmt: skip
     t.add_argument("--dataset", default="fashion_mnist", choices=sorted(DATASETS))
     t.add_argument("--data-root", type=Path, help="dataset folder (IDX files) or digits.png path")
     t.add_argument("--teacher", type=Path, help="teacher run folder (reflow: a flow; consistency: a ddpm)")
     t.add_argument("--steps", type=int, help="override the preset's training steps")
     t.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    t.add_argument("--labels", type=int, help="triple_gan: labelled training images (default 100, balanced)")
+    t.add_argument("--iwae-k", type=int, help="iwae: importance samples K of the training bound")
     t.add_argument("--out", type=Path, help="run folder (default runs/vision/<family>_<model>_<dataset>)")
     _common(t)
 
@@ -71,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="PNG path (default <run>/samples_<method>_<steps>.png)")
     _common(s)
 
-    e = sub.add_parser("evaluate", help="fid_<dataset>, precision/recall, class accuracy into metrics.json")
+    e = sub.add_parser(
+        "evaluate",
+        help="fid_<dataset>, precision/recall, class accuracy and a classic family's NLL / bits per dim "
+        "into metrics.json",
+    )
     _sampling(e)
     e.add_argument("--samples", type=int, help="number of samples (default: the preset's eval_samples)")
     _common(e)
@@ -94,6 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(lambda: _run(args))
 
 
+def _sampler(args: argparse.Namespace, family: str) -> tuple[str, int | None]:
+    """The method and steps of ``sample``/``evaluate``: a classic family samples directly (and
+    refuses solver options); a diffusion family defaults to dpm_solver++ with 20 steps (0 steps:
+    the full ancestral chain)."""
+    if family in CLASSIC_FAMILIES:
+        check_direct(family, args.method, args.cfg_scale, args.grid)
+        if args.steps is not None:
+            raise ValueError(
+                f"family {family!r} samples directly; --steps applies to the diffusion families only"
+            )
+        return DIRECT, None
+    steps = 20 if args.steps is None else (args.steps or None)
+    return args.method or DEFAULT_METHOD, steps
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "translate":
         return run_translate(args)
@@ -114,31 +143,38 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out / 'report.md'}")
         return 0
     if args.command == "train":
+        only = (("--labels", args.labels, "triple_gan"), ("--iwae-k", args.iwae_k, "iwae"))
+        for flag, value, family in only:
+            if value is not None and args.family != family:
+                raise ValueError(f"{flag} applies to --family {family} only, not {args.family!r}")
         config = image_config(
             args.preset, model=args.model, family=args.family, dataset=args.dataset,
             teacher=str(args.teacher) if args.teacher else None, steps=args.steps, batch_size=args.batch_size,
+            labels=args.labels, iwae_k=args.iwae_k,
         )  # fmt: skip
-        out = args.out or Path("runs/vision") / f"{args.family}_{args.model}_{args.dataset}"
+        out = args.out or Path("runs/vision") / f"{config.family}_{config.model}_{config.dataset}"
         result = train(
             config, out, data_root=args.data_root, device=args.device, seed=args.seed, progress=progress
         )
         print(json.dumps(result))
         print(f"wrote {out / 'model'}")
         return 0
-    steps = args.steps or None
     if args.command == "sample":
-        den, config = load_run(args.run, resolve_device(args.device))
+        model, config = load_run(args.run, resolve_device(args.device))
+        method, steps = _sampler(args, config.family)
         x, info = generate(
-            den, config, args.num, method=args.method, steps=steps, cfg_scale=args.cfg_scale, grid=args.grid,
+            model, config, args.num, method=method, steps=steps, cfg_scale=args.cfg_scale, grid=args.grid,
             seed=args.seed, progress=progress,
         )  # fmt: skip
-        path = args.out or args.run / f"samples_{args.method}_{steps or 'full'}_cfg{args.cfg_scale:g}.png"
+        name = DIRECT if method == DIRECT else f"{method}_{steps or 'full'}_cfg{args.cfg_scale:g}"
+        path = args.out or args.run / f"samples_{name}.png"
         save_image_grid(x, path, nrow=config.num_classes, scale=2)
         print(json.dumps(info))
         print(f"wrote {path}")
         return 0
+    method, steps = _sampler(args, run_config(args.run).family)
     result = evaluate_run(
-        args.run, method=args.method, steps=steps, cfg_scale=args.cfg_scale, grid=args.grid,
+        args.run, method=method, steps=steps, cfg_scale=args.cfg_scale, grid=args.grid,
         samples=args.samples, seed=args.seed, device=args.device, progress=progress,
     )  # fmt: skip
     print(json.dumps(result))

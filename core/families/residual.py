@@ -54,12 +54,18 @@ class ConvergenceError(RuntimeError):
         )
 
 
+_RESTORED = -2  # SNConv2d's version marker after a state dict was loaded
+
+
 class SNConv2d(nn.Module):
     """A convolution whose operator norm (on inputs of ``in_shape``) is at most ``coeff``:
     W <- W / max(1, sigma / coeff), sigma estimated by power iteration on the conv operator.
     ``n_power_iterations`` run in training mode whenever the weight has changed since the last
     run (once per optimizer step), so every call between two steps is the same function, as the
-    solvers need; the estimate persists in a buffer."""
+    solvers need; the estimate persists in a buffer. A fresh module's first call runs a long power
+    iteration; after loading a state dict the first call in training mode runs the usual
+    ``n_power_iterations`` (so a resumed run continues exactly as an uninterrupted one) and in
+    evaluation mode the long one (a loaded model is evaluated with a converged estimate)."""
 
     def __init__(
         self, c_in: int, c_out: int, kernel: int, in_shape: tuple[int, int], coeff: float = 0.97,
@@ -82,8 +88,13 @@ class SNConv2d(nn.Module):
             u = u / u.norm().clamp_min(1e-12)
         self.u.copy_(u)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "u" in state_dict:
+            self._seen_version = _RESTORED
+
     def forward(self, x: Tensor) -> Tensor:
-        if self._seen_version == -1:
+        if self._seen_version == -1 or (self._seen_version == _RESTORED and not self.training):
             self._power_iteration(30)
             self._seen_version = self.conv.weight._version
         elif self.training and self.conv.weight._version != self._seen_version:

@@ -1,6 +1,7 @@
 """The core demo at its smoke size, and the main job's plumbing: preset validation and report assembly."""
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,23 @@ def test_core_demo_smoke(tmp_path):
     # the ancestral samplers land near held-out data even after the smoke preset's 200 steps
     sw = {r["method"]: r["sliced_wasserstein"] for r in metrics["solvers"]}
     assert sw["ddpm"] < 0.5 and sw["euler_maruyama"] < 0.5
+
+    # the classic-families stage: the Dirac-GAN portrait and the 2-D families' samples
+    assert "### Classic families" in report
+    assert "](./dirac_gan.png)" in report and "](./families.png)" in report
+    assert (out / "dirac_gan.png").is_file() and (out / "families.png").is_file()
+    assert [r["family"] for r in metrics["families"]] == ["GAN", "WGAN-GP", "CLC-GAN", "VAE", "RNADE"]
+    assert all(math.isfinite(r["sliced_wasserstein"]) for r in metrics["families"])
+    # the eigenvalues of J = [[0, -f'(0)], [f'(0), -clc]] in closed form (f'(0) = 1/2 for GAN,
+    # 1 for WGAN; clc = 1)
+    dirac = metrics["dirac_gan"]
+    expected = {
+        "gan": [0.5j, -0.5j], "wgan": [1j, -1j], "clc_gan": [-0.5, -0.5],
+        "clc_wgan": [complex(-0.5, math.sqrt(3) / 2), complex(-0.5, -math.sqrt(3) / 2)],
+    }  # fmt: skip
+    for key, values in expected.items():
+        got = sorted((complex(*v) for v in dirac["eigenvalues"][key]), key=lambda z: z.imag)
+        want = sorted(values, key=lambda z: complex(z).imag)
+        assert all(abs(g - w) < 1e-9 for g, w in zip(got, want, strict=True)), (key, got)
+    dist = dirac["final_distance"]  # GAN and WGAN circle (or spiral out); CLC converges
+    assert dist["gan"] > 1.0 and dist["wgan"] > 1.0 and dist["clc_gan"] < 1e-3 and dist["clc_wgan"] < 1e-3

@@ -13,7 +13,15 @@ from torch import Tensor
 
 from core.data import load_fashion_mnist, load_idx_dataset, load_opencv_digits
 
-__all__ = ["DATASETS", "DatasetInfo", "balanced_labels", "check_images", "check_labels", "load_images"]
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "balanced_labels",
+    "check_images",
+    "check_labels",
+    "load_config_images",
+    "load_images",
+]
 
 
 class DatasetInfo:
@@ -49,6 +57,19 @@ def load_images(
             return load_idx_dataset(root, split, size=size)
         return load_fashion_mnist(split=split, size=size)
     return load_opencv_digits(root, split, size=size)
+
+
+def load_config_images(
+    config, split: str = "train", root: str | os.PathLike | None = None
+) -> tuple[Tensor, Tensor]:
+    """Images (N, C, S, S) in [-1, 1] and labels (N,) of ``split`` of an ImageConfig's dataset at
+    its ``image_size``, checked against the config's channels, size and classes."""
+    native = DATASETS[config.dataset].image_size
+    size = None if config.image_size == native else config.image_size
+    x, y = load_images(config.dataset, split, root=root, size=size)
+    check_images(x, config.channels, config.image_size, f"{config.dataset} images")
+    check_labels(y, config.num_classes, len(x))
+    return x, y
 
 
 def check_images(x: Tensor, channels: int, image_size: int, what: str = "images") -> None:

@@ -19,7 +19,9 @@ from core.plotting import save_image_grid
 from core.runs import METRICS_FILE, MODEL_DIR
 from core.training import resolve_device
 
-from .generate import generate
+from .classic import CLASSIC_FAMILIES, DIRECT, classic_scores
+from .datasets import load_config_images
+from .generate import DEFAULT_METHOD, check_direct, generate
 from .models import load_run
 from .quality import sample_metrics
 
@@ -29,8 +31,10 @@ __all__ = ["eval_key", "evaluate_run", "model_fingerprint"]
 def eval_key(
     method: str, steps: int | None, cfg_scale: float, n: int, seed: int, grid: str | None = None
 ) -> str:
-    """File-name key of one evaluation, e.g. ``dpm_solver++_20_cfg1_n500_s0`` (the default grid)
-    or ``ddim_10_time_uniform_cfg1_n500_s0``."""
+    """File-name key of one evaluation, e.g. ``dpm_solver++_20_cfg1_n500_s0`` (the default grid),
+    ``ddim_10_time_uniform_cfg1_n500_s0``, or ``direct_n500_s0`` for a classic family."""
+    if method == DIRECT:
+        return f"{DIRECT}_n{n}_s{seed}"
     where = f"_{grid}" if grid else ""
     return f"{method}_{steps if steps is not None else 'full'}{where}_cfg{cfg_scale:g}_n{n}_s{seed}"
 
@@ -38,7 +42,7 @@ def eval_key(
 def evaluate_run(
     run: str | Path,
     *,
-    method: str = "dpm_solver++",
+    method: str | None = None,
     steps: int | None = 20,
     cfg_scale: float = 1.0,
     grid: str | None = None,
@@ -49,9 +53,20 @@ def evaluate_run(
 ) -> dict:
     """Metrics (``fid_<dataset>``, precision, recall, class_accuracy, nfe, seconds) of ``samples``
     images (default the config's ``eval_samples``, balanced over classes) drawn by ``method``
-    on ``grid`` (default: see :func:`vision.generation.generate.generate`)."""
+    (default ``dpm_solver++``) on ``grid`` (default: see :func:`vision.generation.generate.generate`).
+
+    A classic family samples directly (``method`` None or ``direct``; ``steps`` is unused) and
+    adds its own numbers (:func:`~vision.generation.classic.classic_scores`): ``nll`` in nats
+    or ``bpd``, or Triple-GAN's classifier ``test_error``; an unconditional family has no
+    ``class_accuracy`` and no ``nfe``."""
     run = Path(run)
     den, config = load_run(run, resolve_device(device))
+    classic = config.family in CLASSIC_FAMILIES
+    if classic:
+        check_direct(config.family, method, cfg_scale, grid)
+        method, steps = DIRECT, None
+    else:
+        method = method or DEFAULT_METHOD
     n = samples or config.eval_samples
     key = eval_key(method, steps, cfg_scale, n, seed, grid)
     path = run / "eval" / f"{key}.json"
@@ -69,8 +84,12 @@ def evaluate_run(
             seed=seed,
             progress=progress,
         )
-        labels = torch.arange(n) % config.num_classes
+        conditional = not classic or CLASSIC_FAMILIES[config.family].labelled
+        labels = torch.arange(n) % config.num_classes if conditional else None
         result = {**info, **sample_metrics(config.dataset, x, labels, image_size=config.image_size)}
+        if classic:
+            x_test, y_test = load_config_images(config, "test")
+            result.update(classic_scores(den, config, x_test, y_test, seed=seed))
         result["model"] = fingerprint
         k = min(config.grid_samples, n)
         save_image_grid(x[:k], run / "eval" / f"{key}.png", nrow=config.num_classes, scale=2)

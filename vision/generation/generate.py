@@ -6,17 +6,18 @@ from __future__ import annotations
 import time
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from core.denoiser import Denoiser
 from core.guidance import ClassifierFree
 from core.sampling import CountingNet, grid_names, method_names, sample
 
+from .classic import CLASSIC_FAMILIES, DIRECT, sample_classic
 from .config import ImageConfig
 from .datasets import balanced_labels, check_labels
 
-__all__ = ["CONSISTENCY", "generate"]
+__all__ = ["CONSISTENCY", "DEFAULT_METHOD", "check_direct", "generate"]
 
 #: The method name of (one- or multi-step) consistency sampling.
 CONSISTENCY = "consistency"
@@ -33,13 +34,33 @@ def _consistency_grid(den: Denoiser, steps: int) -> Tensor:
     return torch.cat([ends[:1], inner, ends[1:]])
 
 
+#: The default solver of the diffusion families.
+DEFAULT_METHOD = "dpm_solver++"
+
+
+def check_direct(family: str, method: str | None, cfg_scale: float = 1.0, grid: str | None = None) -> None:
+    """Raise a ValueError when solver settings are given for a classic family (which samples directly)."""
+    bad = []
+    if method not in (None, DIRECT):
+        bad.append(f"method={method!r}")
+    if cfg_scale != 1.0:
+        bad.append(f"cfg_scale={cfg_scale}")
+    if grid is not None:
+        bad.append(f"grid={grid!r}")
+    if bad:
+        raise ValueError(
+            f"family {family!r} samples directly (method {DIRECT!r}); {', '.join(bad)} apply to the "
+            "diffusion families only"
+        )
+
+
 @torch.no_grad()
 def generate(
-    denoiser: Denoiser,
+    denoiser: nn.Module,
     config: ImageConfig,
     n: int,
     *,
-    method: str = "dpm_solver++",
+    method: str | None = None,
     steps: int | None = 20,
     cfg_scale: float = 1.0,
     grid: str | None = None,
@@ -51,9 +72,13 @@ def generate(
 ) -> tuple[Tensor, dict]:
     """n images (n, C, S, S) in [-1, 1] (clamped) and ``{"nfe", "seconds", ...}``.
 
+    A classic family's model (``config.family`` in :data:`~vision.generation.classic.CLASSIC_FAMILIES`)
+    samples directly (:func:`~vision.generation.classic.sample_classic`); the solver settings,
+    ``noise`` and ``steps`` are for the diffusion families.
+
     Args:
-        method: a ``core.sample`` method (``dpm_solver++`` is 2M, ``ddim``, ``ddpm``, ``euler``,
-            ``heun``, ``consistency`` re-noised at EDM noise levels 0.8, 0.3, 0.1, ...); ``ddpm``
+        method: a ``core.sample`` method (default ``dpm_solver++``, which is 2M; ``ddim``, ``ddpm``,
+            ``euler``, ``heun``, ``consistency`` re-noised at EDM noise levels 0.8, 0.3, 0.1, ...); ``ddpm``
             with ``steps=None`` is the full ancestral chain (``timesteps - 1`` steps on the model's
             own discrete times).
         steps: solver steps.
@@ -65,6 +90,14 @@ def generate(
     """
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
+    if config.family in CLASSIC_FAMILIES:
+        check_direct(config.family, method, cfg_scale, grid)
+        if noise is not None:
+            raise ValueError(f"family {config.family!r} draws its own latent noise; noise= is for diffusion")
+        return sample_classic(
+            denoiser, config, n, labels=labels, seed=seed, batch_size=batch_size, progress=progress
+        )
+    method = method or DEFAULT_METHOD
     if method not in method_names():
         raise ValueError(f"unknown method {method!r}; expected one of {method_names()}")
     dev = next(denoiser.parameters()).device

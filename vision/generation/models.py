@@ -15,9 +15,10 @@ from core.nets.conditioning import check_image
 from core.runs import CONFIG_FILE, MODEL_DIR
 from core.schedules import LinearSchedule, NoiseSchedule, VPSchedule, linear_betas
 
+from .classic import CLASSIC_FAMILIES
 from .config import ImageConfig, load_image_config
 
-__all__ = ["PixelShuffled", "build_denoiser", "build_net", "load_run", "make_schedule"]
+__all__ = ["PixelShuffled", "build_denoiser", "build_net", "load_run", "make_schedule", "run_config"]
 
 
 class PixelShuffled(ModelMixin):
@@ -77,10 +78,8 @@ def build_denoiser(config: ImageConfig) -> Denoiser:
     return Denoiser(build_net(config), schedule, prediction=prediction)
 
 
-def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, ImageConfig]:
-    """The trained denoiser (eval mode, on ``device``) and config of a run folder written by
-    :func:`vision.generation.train.train`: ``config.json`` (the ImageConfig) and ``model/`` (the
-    backbone's pretrained folder, readable alone by ``<Backbone>.from_pretrained``)."""
+def run_config(run: str | Path) -> ImageConfig:
+    """The ImageConfig of a trained run folder (FileNotFoundError naming it when it holds no model)."""
     run = Path(run)
     folder = run / MODEL_DIR
     if not (folder / "config.json").is_file():
@@ -88,7 +87,21 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[Denoi
             f"no trained model in {run}: {folder / 'config.json'} is missing "
             "(train one with python -m vision train)"
         )
-    config = load_image_config(run / CONFIG_FILE)
+    return load_image_config(run / CONFIG_FILE)
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ImageConfig]:
+    """The trained model (eval mode, on ``device``) and config of a run folder written by
+    :func:`vision.generation.train.train`: ``config.json`` (the ImageConfig) and ``model/`` (a
+    pretrained folder, readable alone by ``<Class>.from_pretrained``). The model is a
+    :class:`~core.denoiser.Denoiser` around the backbone for the diffusion families, the
+    family's own model (a VAE, a flow, NADE, a GAN, ...) for the classic families."""
+    run = Path(run)
+    folder = run / MODEL_DIR
+    config = run_config(run)
+    if config.family in CLASSIC_FAMILIES:
+        model = CLASSIC_FAMILIES[config.family].build(config)
+        return type(model).from_pretrained(folder).to(device).eval(), config
     den = build_denoiser(config)
     net = type(den.net).from_pretrained(folder)
     return Denoiser(net, den.schedule, prediction=den.prediction).to(device).eval(), config

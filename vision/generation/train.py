@@ -7,7 +7,9 @@ Run folder (``out``, the layout of :mod:`core.runs`)::
     train_info.json    training seconds (summed over resumed runs), steps, final loss
     reflow_pairs.pt    reflow only: the teacher's (noise, sample, label) couplings
     model/             the backbone as a pretrained folder (the EMA weights; for consistency,
-                       the EMA of the student): ``<Backbone>.from_pretrained(out / "model")``
+                       the EMA of the student): ``<Backbone>.from_pretrained(out / "model")``;
+                       for a classic family its model (a GAN's generator as its EMA), e.g.
+                       ``VAE.from_pretrained(out / "model")``
     metrics.json       "train": the train info; `evaluate` adds one entry per sampler
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,8 +32,9 @@ from core.objectives import ConsistencyDistillation, ConsistencyModel, denoising
 from core.runs import CONFIG_FILE, METRICS_FILE, MODEL_DIR, TRAIN_DIR, check_resume, lock_run
 from core.training import Trainer, TrainerConfig, resolve_device
 
+from .classic import CLASSIC_FAMILIES, ema_target, setup_training
 from .config import ImageConfig
-from .datasets import DATASETS, balanced_labels, check_images, check_labels, load_images
+from .datasets import balanced_labels, load_config_images
 from .generate import generate
 from .models import build_denoiser, load_run
 
@@ -43,13 +47,7 @@ def load_training_data(
     config: ImageConfig, root: str | Path | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Training images (N, C, S, S) in [-1, 1] and labels (N,), checked against the config."""
-    native = DATASETS[config.dataset].image_size
-    x, y = load_images(
-        config.dataset, "train", root=root, size=None if config.image_size == native else config.image_size
-    )
-    check_images(x, config.channels, config.image_size, f"{config.dataset} images")
-    check_labels(y, config.num_classes, len(x))
-    return x, y
+    return load_config_images(config, "train", root)
 
 
 def _load_teacher(config: ImageConfig, device: torch.device) -> Denoiser:
@@ -146,6 +144,49 @@ def _train(
 ) -> dict:
     dev = resolve_device(device)
     torch.manual_seed(seed)
+    classic = config.family in CLASSIC_FAMILIES
+    if classic:
+        model, objective, dataset = setup_training(config, *load_training_data(config, data_root), seed)
+        after_step, saved = None, lambda m: m
+        adversarial = CLASSIC_FAMILIES[config.family].adversarial
+    else:
+        setup = _diffusion_setup(config, out, data_root, dev, seed, progress)
+        model, objective, dataset, after_step, saved = setup
+        adversarial = False
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True)
+    if len(loader) == 0:
+        raise ValueError(f"{len(dataset)} training examples are fewer than one batch of {config.batch_size}")
+    # The likelihood families keep their trained weights (their NLL is of those), the games an EMA of
+    # the generator; the diffusion families an EMA of the whole network.
+    ema = config.ema_decay if (adversarial or not classic) else None
+    tcfg = TrainerConfig(
+        steps=config.steps, lr=config.lr, warmup_steps=min(config.warmup_steps, config.steps - 1),
+        schedule="cosine", ema_decay=ema, ema_warmup=True, grad_clip=None if adversarial else 1.0,
+        ckpt_every=config.ckpt_every, out_dir=str(out / TRAIN_DIR), seed=seed, device=dev.type,
+        progress=progress, log_every=min(50, config.steps), tensorboard=False,
+    )  # fmt: skip
+    trainer = Trainer(model, objective, loader, tcfg, after_step=after_step)
+    info_path = out / "train_info.json"
+    info = read_json(info_path) if info_path.is_file() else {"train_seconds": 0.0}
+    start = time.perf_counter()
+    last = trainer.fit(resume=True)
+    info["train_seconds"] += time.perf_counter() - start
+    info.update(steps=config.steps, final_loss=last.get("loss", info.get("final_loss")))
+    per_player = {k.split("/", 1)[1]: v for k, v in last.items() if k.startswith("loss/")}
+    if per_player:  # a game logs one loss per player
+        info["final_loss"] = per_player
+    if trainer.ema is not None:
+        trainer.ema.copy_to(ema_target(model, objective))
+    saved(model).save_pretrained(out / MODEL_DIR)
+    write_json(info_path, info)
+    merge_json(out / METRICS_FILE, {"train": info})
+    return info
+
+
+def _diffusion_setup(
+    config: ImageConfig, out: Path, data_root: str | Path | None, dev: torch.device, seed: int, progress: bool
+) -> tuple[torch.nn.Module, Callable, TensorDataset, Callable | None, Callable]:
+    """Model, loss, training set, after-step hook and the saved module of a diffusion family."""
     fam = config.family
     if fam in ("ddpm", "flow", "consistency"):
         dataset = TensorDataset(*load_training_data(config, data_root))
@@ -153,7 +194,6 @@ def _train(
         teacher = _load_teacher(config, dev)
     if fam == "reflow":
         dataset = _reflow_data(config, teacher, out, seed, progress)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True)
 
     if fam == "consistency":
         student = Denoiser(
@@ -170,43 +210,26 @@ def _train(
         def loss_fn(cd: ConsistencyDistillation, batch) -> torch.Tensor:
             return cd(batch[0], y=batch[1])
 
-        after_step = ConsistencyDistillation.update_target  # once per optimizer step
+        # the target follows once per optimizer step; the saved network is the slow EMA of the
+        # student, as in CM's sampling
+        student_net = lambda m: m.student.denoiser.net  # noqa: E731
+        return model, loss_fn, dataset, ConsistencyDistillation.update_target, student_net
+
+    model = build_denoiser(config)
+    if fam == "reflow":
+        model.net.load_state_dict(teacher.net.state_dict())
+
+        def loss_fn(den: Denoiser, batch) -> torch.Tensor:
+            return flow_matching_loss(den, batch[0], noise=batch[1], y=batch[2])
+
+    elif fam == "flow":
+
+        def loss_fn(den: Denoiser, batch) -> torch.Tensor:
+            return flow_matching_loss(den, batch[0], y=batch[1])
 
     else:
-        after_step = None
-        model = build_denoiser(config)
-        if fam == "reflow":
-            model.net.load_state_dict(teacher.net.state_dict())
 
-            def loss_fn(den: Denoiser, batch) -> torch.Tensor:
-                return flow_matching_loss(den, batch[0], noise=batch[1], y=batch[2])
+        def loss_fn(den: Denoiser, batch) -> torch.Tensor:
+            return denoising_loss(den, batch[0], y=batch[1])
 
-        elif fam == "flow":
-
-            def loss_fn(den: Denoiser, batch) -> torch.Tensor:
-                return flow_matching_loss(den, batch[0], y=batch[1])
-
-        else:
-
-            def loss_fn(den: Denoiser, batch) -> torch.Tensor:
-                return denoising_loss(den, batch[0], y=batch[1])
-
-    tcfg = TrainerConfig(
-        steps=config.steps, lr=config.lr, warmup_steps=min(config.warmup_steps, config.steps - 1),
-        schedule="cosine", ema_decay=config.ema_decay, ema_warmup=True,
-        ckpt_every=config.ckpt_every, out_dir=str(out / TRAIN_DIR), seed=seed, device=dev.type,
-        progress=progress, log_every=min(50, config.steps), tensorboard=False,
-    )  # fmt: skip
-    trainer = Trainer(model, loss_fn, loader, tcfg, after_step=after_step)
-    info_path = out / "train_info.json"
-    info = read_json(info_path) if info_path.is_file() else {"train_seconds": 0.0}
-    start = time.perf_counter()
-    last = trainer.fit(resume=True)
-    info["train_seconds"] += time.perf_counter() - start
-    info.update(steps=config.steps, final_loss=last.get("loss", info.get("final_loss")))
-    trainer.ema.copy_to(model)  # consistency: the slow EMA of the student, as in CM's sampling
-    net = model.student.denoiser.net if fam == "consistency" else model.net
-    net.save_pretrained(out / MODEL_DIR)
-    write_json(info_path, info)
-    merge_json(out / METRICS_FILE, {"train": info})
-    return info
+    return model, loss_fn, dataset, None, lambda m: m.net
