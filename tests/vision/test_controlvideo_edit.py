@@ -1,6 +1,8 @@
 """ControlVideo editing end to end on tiny random diffusers model folders saved to disk: DDIM
 inversion + reconstruction, one-shot tuning, clips and control maps, ``python -m vision edit-video``."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -213,6 +215,10 @@ def test_edit_video_command_end_to_end(latent_folder, tmp_path):
     for name in ("edited.mp4", "source.gif", "strip.png", "edit.json"):
         assert (out / name).is_file(), name
     assert read_video(out / "edited.mp4", 3, 16).shape == (3, 3, 16, 16)
+    report = json.loads((out / "edit.json").read_text())
+    assert report["config"]["tune_steps"] == 1 and len(report["tune_losses"]) == 1
+    assert set(report["metrics"]) >= {"warping_error", "frame_consistency", "edge_f1"}
+    assert 0 <= report["metrics"]["edge_f1"] <= 1
     from PIL import Image
 
     with Image.open(out / "strip.png") as png:  # 3 rows (source, control, edit) x 3 frames, scaled 8x

@@ -7,6 +7,7 @@ attention, temporal attention and one-shot tuning on the source clip.
 - :mod:`.pipeline`: a model folder (:class:`VideoEditModel`), one-shot tuning, DDIM inversion
   and guided editing (:func:`edit_clip`);
 - :mod:`.video`, :mod:`.controls`, :mod:`.text`: clips in and out, control maps, prompt encoders;
+- :mod:`.metrics`: warping error (flow of the source clip), frame consistency, edge F1;
 - :mod:`.cli`: ``python -m vision edit-video``.
 
 diffusers is imported only when a model is built or loaded.
@@ -14,6 +15,7 @@ diffusers is imported only when a model is built or loaded.
 
 from .attention import ATTENTION_MODES, inflate, set_num_frames, trainable_parameters
 from .controls import CONTROLS, control_maps
+from .metrics import edge_f1, frame_consistency, warping_error
 from .pipeline import ControlledUNet, EditConfig, VideoEditModel, edit_clip, tune
 from .text import WordTextEncoder
 from .video import read_video, sample_clips, write_gif, write_mp4, write_strip
@@ -26,13 +28,16 @@ __all__ = [
     "VideoEditModel",
     "WordTextEncoder",
     "control_maps",
+    "edge_f1",
     "edit_clip",
+    "frame_consistency",
     "inflate",
     "read_video",
     "sample_clips",
     "set_num_frames",
     "trainable_parameters",
     "tune",
+    "warping_error",
     "write_gif",
     "write_mp4",
     "write_strip",

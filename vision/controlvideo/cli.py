@@ -68,8 +68,11 @@ def add_edit_video_command(sub) -> argparse.ArgumentParser:
 
 def run_edit_video(args: argparse.Namespace) -> int:
     """Run ``edit-video``: writes ``edited.<format>``, ``source.gif`` and ``strip.png`` (source,
-    control maps, edit; one column per frame) and ``edit.json`` (settings, timings) into ``--out``."""
+    control maps, edit; one column per frame) and ``edit.json`` (settings, timings, and the
+    edit's ``warping_error`` / ``frame_consistency`` / ``edge_f1`` against the source, see
+    :mod:`vision.controlvideo.metrics`) into ``--out``."""
     from .controls import CONTROLS, control_maps
+    from .metrics import edge_f1, frame_consistency, warping_error
     from .pipeline import EditConfig, VideoEditModel, edit_clip
     from .video import read_video, write_gif, write_strip, write_video
 
@@ -98,6 +101,12 @@ def run_edit_video(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     out = args.out or Path("runs/vision/edit-video") / args.video.stem
     edited = result["edited"]
+    metrics = {
+        "warping_error": warping_error(edited, clip) if args.frames > 1 else None,
+        "frame_consistency": frame_consistency(edited) if args.frames > 1 else None,
+        "edge_f1": edge_f1(edited, clip),
+        "source_warping_error": warping_error(clip, clip) if args.frames > 1 else None,
+    }
     write_video(edited, out / f"edited.{args.format}", fps=args.fps)
     write_gif(clip, out / "source.gif", fps=args.fps)
     write_strip([clip, control.float().cpu(), edited], out / "strip.png", scale=max(1, 128 // clip.shape[-1]))
@@ -106,11 +115,12 @@ def run_edit_video(args: argparse.Namespace) -> int:
         {
             "video": str(args.video), "prompt": args.prompt, "source_prompt": args.source_prompt,
             "control": args.control, "model": str(args.model), "frames": args.frames,
-            "size": list(clip.shape[-2:]), "config": vars(config), "seed": args.seed,
+            "size": list(clip.shape[-2:]), "config": vars(config), "seed": args.seed, "metrics": metrics,
             "tune_losses": result["tune_losses"], "seconds": round(seconds, 3),
             "device": str(device),
         },
     )  # fmt: skip
     edited_path = out / f"edited.{args.format}"
     print(f"edited {args.frames} frames in {seconds:.1f} s; wrote {edited_path} and {out / 'strip.png'}")
+    print(", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None))
     return 0
