@@ -210,7 +210,8 @@ def test_edit_video_command_end_to_end(latent_folder, tmp_path):
     if "vtest" not in clips:
         pytest.skip("opencv-doc's vtest.avi is not installed")
     out = tmp_path / "edit"
-    args = _edit_args(clips["vtest"], latent_folder, out, "--tune-steps", "1", "--format", "mp4")
+    controlnet = ["--controlnet", str(latent_folder / "controlnet")]  # a ControlNet folder given apart
+    args = _edit_args(clips["vtest"], latent_folder, out, "--tune-steps", "1", "--format", "mp4", *controlnet)
     assert main(args) == 0
     for name in ("edited.mp4", "source.gif", "strip.png", "edit.json"):
         assert (out / name).is_file(), name
@@ -240,6 +241,11 @@ def test_edit_video_command_reports_bad_input(latent_folder, tmp_path, capsys):
         (_edit_args(tmp_path / "bad.mp4", latent_folder, tmp_path / "o"), "could not decode video"),
         (_edit_args(tmp_path / "short.mp4", latent_folder, tmp_path / "o"), "has 2 decodable frames"),
         (_edit_args(video, tmp_path / "nowhere", tmp_path / "o"), "model folder not found"),
+        (_edit_args(video, tmp_path, tmp_path / "o"), "has no config.json"),
+        (
+            _edit_args(video, tmp_path, tmp_path / "o", "--controlnet", str(latent_folder / "controlnet")),
+            "lacks",
+        ),
         (_edit_args(tmp_path / "missing.mp4", latent_folder, tmp_path / "o"), "video file not found"),
     ]
     for args, message in cases:

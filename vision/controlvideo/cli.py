@@ -42,6 +42,7 @@ def add_edit_video_command(sub) -> argparse.ArgumentParser:
         required=True,
         help="model folder: unet/ controlnet/ text_encoder/ scheduler/ [vae/]",
     )
+    p.add_argument("--controlnet", type=Path, help="ControlNet folder (default: <model>/controlnet)")
     p.add_argument("--out", type=Path, help="output folder (default runs/vision/edit-video/<video name>)")
     p.add_argument("--frames", type=int, default=8, help="frames to edit (paper: 8)")
     p.add_argument("--size", type=int, nargs="+", default=[64], help="frame size: S or H W (pixels)")
@@ -83,7 +84,9 @@ def run_edit_video(args: argparse.Namespace) -> int:
     size = args.size[0] if len(args.size) == 1 else (args.size[0], args.size[1])
     clip = read_video(args.video, args.frames, size, stride=args.stride, start=args.start)
     device = resolve_device(args.device)
-    model = VideoEditModel.load(args.model, device=device, dtype=_DTYPES[args.dtype])
+    model = VideoEditModel.load(
+        args.model, device=device, dtype=_DTYPES[args.dtype], controlnet=args.controlnet
+    )
     for prompt in (args.source_prompt, args.prompt):
         model.check_prompt(prompt)
     control = control_maps(clip, args.control)
@@ -115,6 +118,7 @@ def run_edit_video(args: argparse.Namespace) -> int:
         {
             "video": str(args.video), "prompt": args.prompt, "source_prompt": args.source_prompt,
             "control": args.control, "model": str(args.model), "frames": args.frames,
+            "controlnet": str(args.controlnet or args.model / "controlnet"),
             "size": list(clip.shape[-2:]), "config": vars(config), "seed": args.seed, "metrics": metrics,
             "tune_losses": result["tune_losses"], "seconds": round(seconds, 3),
             "device": str(device),

@@ -91,13 +91,24 @@ class VideoEditModel:
 
     @classmethod
     def load(
-        cls, folder: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+        cls,
+        folder: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        controlnet: str | os.PathLike | None = None,
     ) -> VideoEditModel:
-        """Load a model folder; FileNotFoundError naming a missing component."""
+        """Load a model folder; FileNotFoundError naming a missing component.
+
+        ``controlnet`` optionally names a ControlNet folder outside ``folder`` (e.g. a Stable
+        Diffusion 1.5 folder with a separately downloaded ControlNet).
+        """
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
-        missing = [c for c in _REQUIRED if not (folder / c).is_dir()]
+        cn_dir = folder / "controlnet" if controlnet is None else Path(controlnet)
+        if not (cn_dir / "config.json").is_file():
+            raise FileNotFoundError(f"ControlNet folder {cn_dir} has no config.json")
+        missing = [c for c in _REQUIRED if c != "controlnet" and not (folder / c).is_dir()]
         if missing:
             raise FileNotFoundError(
                 f"model folder {folder} lacks {missing}; "
@@ -109,13 +120,13 @@ class VideoEditModel:
         if not sched.is_file():
             raise FileNotFoundError(f"model folder {folder} has no scheduler config: {sched} is missing")
 
-        def load(kind, sub: str) -> nn.Module:
-            return kind.from_pretrained(folder / sub, torch_dtype=dtype).eval()
+        def load(kind, path: Path) -> nn.Module:
+            return kind.from_pretrained(path, torch_dtype=dtype).eval()
 
-        vae = load(AutoencoderKL, "vae") if (folder / "vae").is_dir() else None
+        vae = load(AutoencoderKL, folder / "vae") if (folder / "vae").is_dir() else None
         model = cls(
-            unet=load(UNet2DConditionModel, "unet"),
-            controlnet=load(ControlNetModel, "controlnet"),
+            unet=load(UNet2DConditionModel, folder / "unet"),
+            controlnet=load(ControlNetModel, cn_dir),
             text_encoder=load_text_encoder(folder),
             scheduler_config=json.loads(sched.read_text()),
             vae=vae,
