@@ -211,19 +211,35 @@ def test_edit_video_command_end_to_end(latent_folder, tmp_path):
         pytest.skip("opencv-doc's vtest.avi is not installed")
     out = tmp_path / "edit"
     controlnet = ["--controlnet", str(latent_folder / "controlnet")]  # a ControlNet folder given apart
-    args = _edit_args(clips["vtest"], latent_folder, out, "--tune-steps", "1", "--format", "mp4", *controlnet)
-    assert main(args) == 0
-    for name in ("edited.mp4", "source.gif", "strip.png", "edit.json"):
+    assert main(_edit_args(clips["vtest"], latent_folder, out, "--tune-steps", "2", *controlnet)) == 0
+    for name in ("edited.gif", "source.gif", "strip.png", "edit.json", "tuned.safetensors"):
         assert (out / name).is_file(), name
-    assert read_video(out / "edited.mp4", 3, 16).shape == (3, 3, 16, 16)
     report = json.loads((out / "edit.json").read_text())
-    assert report["config"]["tune_steps"] == 1 and len(report["tune_losses"]) == 1
-    assert set(report["metrics"]) >= {"warping_error", "frame_consistency", "edge_f1"}
-    assert 0 <= report["metrics"]["edge_f1"] <= 1
+    assert report["config"]["tune_steps"] == 2 and len(report["tune_losses"]) == 2
+    assert set(report["edits"][0]["metrics"]) == {"warping_error", "frame_consistency", "edge_f1"}
+    assert 0 <= report["edits"][0]["metrics"]["edge_f1"] <= 1
     from PIL import Image
 
     with Image.open(out / "strip.png") as png:  # 3 rows (source, control, edit) x 3 frames, scaled 8x
         assert png.size == (8 * (3 * 18 + 2), 8 * (3 * 18 + 2))
+    # the tuned weights reproduce the tuned edit; several prompts share one tuning and inversion
+    again = tmp_path / "again"
+    args = _edit_args(clips["vtest"], latent_folder, again, "--tuned", str(out / "tuned.safetensors"))
+    args[args.index("a red car") + 1 : args.index("a red car") + 1] = ["a blue car"]
+    assert main([*args, "--format", "mp4"]) == 0
+    assert read_video(again / "edited_1.mp4", 3, 16).shape == (3, 3, 16, 16)
+    assert (
+        main(_edit_args(clips["vtest"], latent_folder, again, "--tuned", str(out / "tuned.safetensors"))) == 0
+    )
+
+    def frames(path):
+        with Image.open(path) as gif:
+            return np.stack([np.asarray(gif.seek(k) or gif.convert("RGB")) for k in range(gif.n_frames)])
+
+    assert np.array_equal(frames(out / "edited.gif"), frames(again / "edited.gif"))
+    untuned = tmp_path / "untuned"
+    assert main(_edit_args(clips["vtest"], latent_folder, untuned)) == 0
+    assert not np.array_equal(frames(out / "edited.gif"), frames(untuned / "edited.gif"))
 
 
 def test_edit_video_command_reports_bad_input(latent_folder, tmp_path, capsys):
@@ -247,6 +263,14 @@ def test_edit_video_command_reports_bad_input(latent_folder, tmp_path, capsys):
             "lacks",
         ),
         (_edit_args(tmp_path / "missing.mp4", latent_folder, tmp_path / "o"), "video file not found"),
+        (
+            _edit_args(video, latent_folder, tmp_path / "o", "--tuned", str(tmp_path / "t.st")),
+            "tuned weights not found",
+        ),
+        (
+            _edit_args(video, latent_folder, tmp_path / "o", "--tuned", "x", "--tune-steps", "2"),
+            "cannot be combined",
+        ),
     ]
     for args, message in cases:
         assert main(args) == 2

@@ -16,7 +16,18 @@ diffusers is imported only when a model is built or loaded.
 from .attention import ATTENTION_MODES, inflate, set_num_frames, trainable_parameters
 from .controls import CONTROLS, control_maps
 from .metrics import edge_f1, frame_consistency, warping_error
-from .pipeline import ControlledUNet, EditConfig, VideoEditModel, edit_clip, tune
+from .pipeline import (
+    ControlledUNet,
+    EditConfig,
+    SourceClip,
+    VideoEditModel,
+    edit_clip,
+    edit_source,
+    load_tuned,
+    prepare_source,
+    save_tuned,
+    tune,
+)
 from .text import WordTextEncoder
 from .video import read_video, sample_clips, write_gif, write_mp4, write_strip
 
@@ -25,11 +36,16 @@ __all__ = [
     "CONTROLS",
     "ControlledUNet",
     "EditConfig",
+    "SourceClip",
     "VideoEditModel",
     "WordTextEncoder",
     "control_maps",
     "edge_f1",
     "edit_clip",
+    "edit_source",
+    "load_tuned",
+    "prepare_source",
+    "save_tuned",
     "frame_consistency",
     "inflate",
     "read_video",

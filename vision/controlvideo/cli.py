@@ -31,7 +31,9 @@ def add_edit_video_command(sub) -> argparse.ArgumentParser:
         help="edit a clip toward a prompt (ControlVideo: key-frame + temporal attention, ControlNet)",
     )
     p.add_argument("--video", type=Path, required=True, help="video file (any format OpenCV decodes)")
-    p.add_argument("--prompt", required=True, help="target prompt")
+    p.add_argument(
+        "--prompt", required=True, nargs="+", help="target prompt(s); the clip is tuned and inverted once"
+    )
     p.add_argument(
         "--source-prompt", default="", help="prompt describing the source clip (inversion, tuning)"
     )
@@ -57,6 +59,9 @@ def add_edit_video_command(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-temporal", action="store_true", help="no temporal attention")
     p.add_argument("--tune-steps", type=int, default=0, help="one-shot tuning steps (paper: 80-300)")
     p.add_argument("--lr", type=float, default=3e-5, help="tuning learning rate (paper: 3e-5)")
+    p.add_argument(
+        "--tuned", type=Path, help="tuned weights (tuned.safetensors of an earlier run) instead of tuning"
+    )
     p.add_argument("--tune-query", action="store_true", help="also tune the key-frame attention's queries")
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--format", default="gif", choices=("gif", "mp4"), help="format of the edited clip")
@@ -67,27 +72,41 @@ def add_edit_video_command(sub) -> argparse.ArgumentParser:
     return p
 
 
-def run_edit_video(args: argparse.Namespace) -> int:
-    """Run ``edit-video``: writes ``edited.<format>``, ``source.gif`` and ``strip.png`` (source,
-    control maps, edit; one column per frame) and ``edit.json`` (settings, timings, and the
-    edit's ``warping_error`` / ``frame_consistency`` / ``edge_f1`` against the source, see
-    :mod:`vision.controlvideo.metrics`) into ``--out``."""
-    from .controls import CONTROLS, control_maps
+def _metrics(edited: torch.Tensor, clip: torch.Tensor) -> dict:
     from .metrics import edge_f1, frame_consistency, warping_error
-    from .pipeline import EditConfig, VideoEditModel, edit_clip
+
+    video = clip.shape[0] > 1
+    return {
+        "warping_error": warping_error(edited, clip) if video else None,
+        "frame_consistency": frame_consistency(edited) if video else None,
+        "edge_f1": edge_f1(edited, clip),
+    }
+
+
+def run_edit_video(args: argparse.Namespace) -> int:
+    """Run ``edit-video``: writes ``edited.<format>`` (``edited_<k>.<format>`` for the k-th of
+    several prompts), ``source.gif``, ``strip.png`` (rows: source, control maps, each edit; one
+    column per frame), ``tuned.safetensors`` after tuning, and ``edit.json`` (settings, timings,
+    and each edit's ``warping_error`` / ``frame_consistency`` / ``edge_f1`` against the source,
+    see :mod:`vision.controlvideo.metrics`) into ``--out``. The clip is tuned and inverted once
+    for all prompts."""
+    from .controls import CONTROLS, control_maps
+    from .pipeline import EditConfig, VideoEditModel, edit_source, load_tuned, prepare_source, save_tuned
     from .video import read_video, write_gif, write_strip, write_video
 
     if args.control not in CONTROLS:
         raise ValueError(f"unknown control type {args.control!r}; expected one of {sorted(CONTROLS)}")
     if len(args.size) not in (1, 2):
         raise ValueError(f"--size takes one or two integers (S or H W), got {args.size}")
+    if args.tuned is not None and args.tune_steps:
+        raise ValueError("--tuned loads tuned weights; it cannot be combined with --tune-steps")
     size = args.size[0] if len(args.size) == 1 else (args.size[0], args.size[1])
     clip = read_video(args.video, args.frames, size, stride=args.stride, start=args.start)
     device = resolve_device(args.device)
     model = VideoEditModel.load(
         args.model, device=device, dtype=_DTYPES[args.dtype], controlnet=args.controlnet
     )
-    for prompt in (args.source_prompt, args.prompt):
+    for prompt in (args.source_prompt, *args.prompt):
         model.check_prompt(prompt)
     control = control_maps(clip, args.control)
     config = EditConfig(
@@ -95,36 +114,47 @@ def run_edit_video(args: argparse.Namespace) -> int:
         lr=args.lr, tune_query=args.tune_query, steps=args.steps, guidance=args.guidance,
         control_scale=args.control_scale,
     )  # fmt: skip
+    if args.tuned is not None:
+        model.inflate(args.frames, config.attention, config.temporal)
+        load_tuned(model, args.tuned)
     torch.manual_seed(args.seed)
+    progress = not args.no_progress
     start = time.perf_counter()
-    result = edit_clip(
-        model, clip, control, args.source_prompt, args.prompt, config, seed=args.seed,
-        progress=not args.no_progress,
-    )  # fmt: skip
+    source = prepare_source(
+        model, clip, control, args.source_prompt, config, seed=args.seed, progress=progress
+    )
+    edits = [edit_source(model, source, p, config, progress=progress) for p in args.prompt]
     seconds = time.perf_counter() - start
     out = args.out or Path("runs/vision/edit-video") / args.video.stem
-    edited = result["edited"]
-    metrics = {
-        "warping_error": warping_error(edited, clip) if args.frames > 1 else None,
-        "frame_consistency": frame_consistency(edited) if args.frames > 1 else None,
-        "edge_f1": edge_f1(edited, clip),
-        "source_warping_error": warping_error(clip, clip) if args.frames > 1 else None,
-    }
-    write_video(edited, out / f"edited.{args.format}", fps=args.fps)
+    names = (
+        [f"edited.{args.format}"]
+        if len(edits) == 1
+        else [f"edited_{k}.{args.format}" for k in range(len(edits))]
+    )
+    for edited, name in zip(edits, names, strict=True):
+        write_video(edited, out / name, fps=args.fps)
     write_gif(clip, out / "source.gif", fps=args.fps)
-    write_strip([clip, control.float().cpu(), edited], out / "strip.png", scale=max(1, 128 // clip.shape[-1]))
+    write_strip([clip, control.float().cpu(), *edits], out / "strip.png", scale=max(1, 128 // clip.shape[-1]))
+    if config.tune_steps:
+        save_tuned(model, out / "tuned.safetensors")
+    results = [
+        {"prompt": p, "file": name, "metrics": _metrics(e, clip)}
+        for p, name, e in zip(args.prompt, names, edits, strict=True)
+    ]
     write_json(
         out / "edit.json",
         {
-            "video": str(args.video), "prompt": args.prompt, "source_prompt": args.source_prompt,
+            "video": str(args.video), "source_prompt": args.source_prompt, "edits": results,
             "control": args.control, "model": str(args.model), "frames": args.frames,
             "controlnet": str(args.controlnet or args.model / "controlnet"),
-            "size": list(clip.shape[-2:]), "config": vars(config), "seed": args.seed, "metrics": metrics,
-            "tune_losses": result["tune_losses"], "seconds": round(seconds, 3),
-            "device": str(device),
+            "tuned": str(args.tuned) if args.tuned else None,
+            "size": list(clip.shape[-2:]), "config": vars(config), "seed": args.seed,
+            "source_warping_error": _metrics(clip, clip)["warping_error"],
+            "tune_losses": source.tune_losses, "seconds": round(seconds, 3), "device": str(device),
         },
     )  # fmt: skip
-    edited_path = out / f"edited.{args.format}"
-    print(f"edited {args.frames} frames in {seconds:.1f} s; wrote {edited_path} and {out / 'strip.png'}")
-    print(", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None))
+    print(f"edited {args.frames} frames for {len(edits)} prompt(s) in {seconds:.1f} s; wrote {out}")
+    for r in results:
+        numbers = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items() if v is not None)
+        print(f"{r['file']} ({r['prompt']!r}): {numbers}")
     return 0

@@ -43,7 +43,19 @@ from core.objectives.diffusion import denoising_loss
 from .attention import inflate, set_num_frames, trainable_parameters
 from .text import WordTextEncoder, load_text_encoder
 
-__all__ = ["ControlledUNet", "EditConfig", "VideoEditModel", "edit_clip", "tune"]
+__all__ = [
+    "ControlledUNet",
+    "EditConfig",
+    "SourceClip",
+    "VideoEditModel",
+    "edit_clip",
+    "edit_source",
+    "load_tuned",
+    "prepare_source",
+    "save_tuned",
+    "tune",
+    "tuned_state",
+]
 
 _REQUIRED = ("unet", "controlnet", "text_encoder", "scheduler")
 
@@ -283,6 +295,77 @@ def tune(
     return losses
 
 
+@dataclass
+class SourceClip:
+    """A source clip prepared for editing: latents (F, C, h, w), control maps (F, 3, H, W), the
+    source prompt's hidden states (1, L, D), the DDIM-inverted noise latents and the tuning
+    losses. One preparation (tuning, inversion) serves any number of target prompts."""
+
+    latents: Tensor
+    control: Tensor
+    prompt_embeds: Tensor
+    inverted: Tensor
+    tune_losses: list[float]
+
+
+def prepare_source(
+    model: VideoEditModel,
+    clip: Tensor,
+    control: Tensor,
+    source_prompt: str,
+    config: EditConfig | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> SourceClip:
+    """Inflate the model for the clip (F, 3, H, W) in [0, 1], tune it on the clip when
+    ``config.tune_steps`` > 0, and DDIM-invert the clip's latents with the source prompt."""
+    config = config or EditConfig()
+    model.check_prompt(source_prompt)
+    if clip.dim() != 4 or clip.shape[1] != 3:
+        raise ValueError(f"clip must have shape (F, 3, H, W), got {tuple(clip.shape)}")
+    if clip.shape != control.shape:
+        raise ValueError(f"clip {tuple(clip.shape)} and control maps {tuple(control.shape)} differ in shape")
+    f = clip.shape[0]
+    model.inflate(f, config.attention, config.temporal)
+    latents = model.encode(clip)
+    control = control.to(model.device, model.dtype)
+    src = model.encode_prompt(source_prompt)
+    losses: list[float] = []
+    if config.tune_steps:
+        losses = tune(
+            model, latents, src, control, config.tune_steps, config.lr, config.tune_query,
+            config.control_scale, seed, progress,
+        )  # fmt: skip
+    den = model.denoiser(config.control_scale)
+    cond = {"encoder_hidden_states": _batch(src, f), "control": control}
+    z = ddim_invert(den, latents, steps=config.steps, grid=config.grid, cond=cond, progress=progress)
+    return SourceClip(latents, control, src, z, losses)
+
+
+def edit_source(
+    model: VideoEditModel,
+    source: SourceClip,
+    target_prompt: str,
+    config: EditConfig | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """DDIM sampling from the inverted source toward ``target_prompt`` under classifier-free
+    guidance, the ControlNet conditioned on the source's control maps: frames (F, 3, H, W) in
+    [0, 1]. Use the ``config`` (steps, grid, control scale) the source was prepared with."""
+    config = config or EditConfig()
+    model.check_prompt(target_prompt)
+    f = source.latents.shape[0]
+    den = model.denoiser(config.control_scale)
+    null = model.encode_prompt("")
+    guide = ClassifierFree(config.guidance, {"encoder_hidden_states": null}) if config.guidance != 1 else None
+    cond = {"encoder_hidden_states": _batch(model.encode_prompt(target_prompt), f), "control": source.control}
+    out = sample(
+        den, source.inverted, method="ddim", steps=config.steps, grid=config.grid, guide=guide, cond=cond,
+        progress=progress,
+    )  # fmt: skip
+    return model.decode(out)
+
+
 def edit_clip(
     model: VideoEditModel,
     clip: Tensor,
@@ -293,37 +376,83 @@ def edit_clip(
     seed: int = 0,
     progress: bool = False,
 ) -> dict:
-    """Edit a clip (F, 3, H, W) in [0, 1] with control maps (F, 3, H, W) toward ``target_prompt``.
+    """Edit a clip (F, 3, H, W) in [0, 1] with control maps (F, 3, H, W) toward ``target_prompt``
+    (:func:`prepare_source`, then :func:`edit_source`).
 
     Returns ``{"edited": (F, 3, H, W) in [0, 1] (float32), "latents": the clip's latents,
     "inverted": the DDIM-inverted noise latents, "tune_losses": the tuning loss per step}``.
     With the source prompt as target and guidance 1, the edit reconstructs the clip up to the
     inversion's O(1 / steps) error.
     """
-    config = config or EditConfig()
-    for p in (source_prompt, target_prompt):
-        model.check_prompt(p)
-    if clip.shape != control.shape:
-        raise ValueError(f"clip {tuple(clip.shape)} and control maps {tuple(control.shape)} differ in shape")
-    f = clip.shape[0]
-    model.inflate(f, config.attention, config.temporal)
-    dev, dtype = model.device, model.dtype
-    latents = model.encode(clip)
-    control = control.to(dev, dtype)
-    src = model.encode_prompt(source_prompt)
-    tgt = model.encode_prompt(target_prompt)
-    null = model.encode_prompt("")
-    losses: list[float] = []
-    if config.tune_steps:
-        losses = tune(
-            model, latents, src, control, config.tune_steps, config.lr, config.tune_query,
-            config.control_scale, seed, progress,
-        )  # fmt: skip
-    den = model.denoiser(config.control_scale)
-    grid = {"steps": config.steps, "grid": config.grid}
-    src_cond = {"encoder_hidden_states": _batch(src, f), "control": control}
-    z = ddim_invert(den, latents, cond=src_cond, progress=progress, **grid)
-    guide = ClassifierFree(config.guidance, {"encoder_hidden_states": null}) if config.guidance != 1 else None
-    tgt_cond = {"encoder_hidden_states": _batch(tgt, f), "control": control}
-    out = sample(den, z, method="ddim", guide=guide, cond=tgt_cond, progress=progress, **grid)
-    return {"edited": model.decode(out), "inverted": z, "latents": latents, "tune_losses": losses}
+    model.check_prompt(target_prompt)
+    source = prepare_source(model, clip, control, source_prompt, config, seed, progress)
+    edited = edit_source(model, source, target_prompt, config, progress)
+    return {
+        "edited": edited,
+        "inverted": source.inverted,
+        "latents": source.latents,
+        "tune_losses": source.tune_losses,
+    }
+
+
+_TUNABLE = (".attn1.to_out.", ".attn1.to_q.", ".attn_temp.")
+
+
+def tuned_state(model: VideoEditModel) -> dict[str, Tensor]:
+    """The tunable tensors of an inflated model (key-frame attention's output and query
+    projections, temporal attention) by name, ``unet.<name>`` / ``controlnet.<name>``."""
+    if not model.inflated:
+        raise ValueError("the model is not inflated; nothing has been tuned")
+    return {
+        f"{prefix}.{name}": p.detach().cpu().contiguous()
+        for prefix, m in (("unet", model.unet), ("controlnet", model.controlnet))
+        for name, p in m.named_parameters()
+        if any(k in f".{name}" for k in _TUNABLE)
+    }
+
+
+def save_tuned(model: VideoEditModel, path: str | os.PathLike) -> Path:
+    """Write :func:`tuned_state` to a safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    from core.files import atomic_write
+
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        save_file(
+            tuned_state(model),
+            str(tmp),
+            metadata={k: str(v) for k, v in model.inflated.items()} | {"format": "pt"},
+        )
+    return path
+
+
+def load_tuned(model: VideoEditModel, path: str | os.PathLike) -> None:
+    """Load tensors written by :func:`save_tuned` into an inflated model (same architecture and
+    video attention); ValueError naming missing or unexpected tensors."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tuned weights not found: {path}")
+    state = load_file(str(path))
+    own = tuned_state(model)
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"tuned weights {path} do not fit this model (inflated with {model.inflated}): "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    params = {
+        f"{prefix}.{n}": p
+        for prefix, m in (("unet", model.unet), ("controlnet", model.controlnet))
+        for n, p in m.named_parameters()
+    }
+    with torch.no_grad():
+        for name, value in state.items():
+            if params[name].shape != value.shape:
+                want = tuple(params[name].shape)
+                raise ValueError(
+                    f"tuned weight {name} in {path} has shape {tuple(value.shape)}, expected {want}"
+                )
+            params[name].copy_(value)
