@@ -242,7 +242,7 @@ def test_edit_video_command_end_to_end(latent_folder, tmp_path):
     assert not np.array_equal(frames(out / "edited.gif"), frames(untuned / "edited.gif"))
 
 
-def test_edit_video_command_reports_bad_input(latent_folder, tmp_path, capsys):
+def test_edit_video_command_reports_bad_input(latent_folder, pixel_folder, tmp_path, capsys):
     clips = sample_clips()
     if "vtest" not in clips:
         pytest.skip("opencv-doc's vtest.avi is not installed")
@@ -270,6 +270,13 @@ def test_edit_video_command_reports_bad_input(latent_folder, tmp_path, capsys):
         (
             _edit_args(video, latent_folder, tmp_path / "o", "--tuned", "x", "--tune-steps", "2"),
             "cannot be combined",
+        ),
+        (_edit_args(video, latent_folder, tmp_path / "o", "--size", "16", "18"), "must be multiples of 4"),
+        (
+            _edit_args(
+                video, latent_folder, tmp_path / "o", "--controlnet", str(pixel_folder / "controlnet")
+            ),
+            "downsamples control maps 1x but the latents are 2x",
         ),
     ]
     for args, message in cases:

@@ -108,6 +108,7 @@ def run_edit_video(args: argparse.Namespace) -> int:
     )
     for prompt in (args.source_prompt, *args.prompt):
         model.check_prompt(prompt)
+    model.check_size(*clip.shape[-2:])
     control = control_maps(clip, args.control)
     config = EditConfig(
         attention=args.attention, temporal=not args.no_temporal, tune_steps=args.tune_steps,

@@ -143,7 +143,33 @@ class VideoEditModel:
             scheduler_config=json.loads(sched.read_text()),
             vae=vae,
         )
+        model.check_resolutions()
         return model.to(device, dtype)
+
+    @property
+    def vae_factor(self) -> int:
+        """Pixels per latent pixel along each side (1 without a VAE)."""
+        return 1 if self.vae is None else 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def check_resolutions(self) -> None:
+        """ValueError unless the ControlNet's conditioning embedding maps the pixel resolution of
+        the control maps onto the latent resolution (its downsampling = the VAE's)."""
+        embed = self.controlnet.config.conditioning_embedding_out_channels
+        factor = 2 ** (len(embed) - 1)
+        if factor != self.vae_factor:
+            raise ValueError(
+                f"the ControlNet downsamples control maps {factor}x but the latents are {self.vae_factor}x "
+                "smaller than the frames; use a ControlNet made for this UNet and VAE"
+            )
+
+    def check_size(self, height: int, width: int) -> None:
+        """ValueError unless frames of (height, width) fit the VAE and the UNet's downsampling."""
+        multiple = self.vae_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        if height % multiple or width % multiple:
+            raise ValueError(
+                f"frame size {height}x{width} does not fit this model: height and width must be "
+                f"multiples of {multiple} (VAE and UNet downsampling)"
+            )
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the components as a model folder (diffusers ``save_pretrained`` per component)."""
@@ -325,6 +351,7 @@ def prepare_source(
         raise ValueError(f"clip must have shape (F, 3, H, W), got {tuple(clip.shape)}")
     if clip.shape != control.shape:
         raise ValueError(f"clip {tuple(clip.shape)} and control maps {tuple(control.shape)} differ in shape")
+    model.check_size(*clip.shape[-2:])
     f = clip.shape[0]
     model.inflate(f, config.attention, config.temporal)
     latents = model.encode(clip)
