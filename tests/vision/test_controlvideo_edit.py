@@ -240,6 +240,15 @@ def test_edit_video_command_end_to_end(latent_folder, tmp_path):
     untuned = tmp_path / "untuned"
     assert main(_edit_args(clips["vtest"], latent_folder, untuned)) == 0
     assert not np.array_equal(frames(out / "edited.gif"), frames(untuned / "edited.gif"))
+    per_frame = tmp_path / "per_frame"  # image editing by the same code: frame 0 alone is unchanged
+    assert (
+        main(
+            _edit_args(clips["vtest"], latent_folder, per_frame, "--attention", "per_frame", "--no-temporal")
+        )
+        == 0
+    )
+    a, b = frames(untuned / "edited.gif"), frames(per_frame / "edited.gif")
+    assert np.array_equal(a[0], b[0]) and not np.array_equal(a[1:], b[1:])
 
 
 def test_edit_video_command_reports_bad_input(latent_folder, pixel_folder, tmp_path, capsys):
