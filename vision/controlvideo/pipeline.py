@@ -172,31 +172,37 @@ class VideoEditModel:
             )
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write the components as a model folder (diffusers ``save_pretrained`` per component)."""
-        folder = Path(folder)
-        if self.inflated:
-            raise ValueError("save the model before inflating it (the folder holds the 2-D image model)")
-        self.unet.save_pretrained(folder / "unet")
-        self.controlnet.save_pretrained(folder / "controlnet")
-        if isinstance(self.text_encoder, WordTextEncoder):
-            self.text_encoder.save_pretrained(folder / "text_encoder")
-        else:
-            self.text_encoder.model.save_pretrained(folder / "text_encoder")
-            self.text_encoder.tokenizer.save_pretrained(folder / "tokenizer")
+        """Write the components as a model folder (diffusers ``save_pretrained`` per component,
+        the scheduler as a ``DDIMScheduler`` config with the same betas and prediction type),
+        atomically: the folder appears complete or not at all."""
         from diffusers import DDIMScheduler
 
-        DDIMScheduler.from_config(self.scheduler_config).save_pretrained(folder / "scheduler")
-        if self.vae is not None:
-            self.vae.save_pretrained(folder / "vae")
-        return folder
+        from core.files import atomic_directory
+
+        if self.inflated:
+            raise ValueError("save the model before inflating it (the folder holds the 2-D image model)")
+        with atomic_directory(folder) as tmp:
+            self.unet.save_pretrained(tmp / "unet")
+            self.controlnet.save_pretrained(tmp / "controlnet")
+            if isinstance(self.text_encoder, WordTextEncoder):
+                self.text_encoder.save_pretrained(tmp / "text_encoder")
+            else:
+                self.text_encoder.model.save_pretrained(tmp / "text_encoder")
+                self.text_encoder.tokenizer.save_pretrained(tmp / "tokenizer")
+            DDIMScheduler.from_config(self.scheduler_config).save_pretrained(tmp / "scheduler")
+            if self.vae is not None:
+                self.vae.save_pretrained(tmp / "vae")
+        return Path(folder)
 
     def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> VideoEditModel:
+        """Move every component to ``device`` and ``dtype`` (in place); returns self."""
         for m in self.modules():
             if next(m.parameters()).dtype != dtype or next(m.parameters()).device != torch.device(device):
                 m.to(device=device, dtype=dtype)
         return self
 
     def modules(self) -> list[nn.Module]:
+        """The components present: UNet, ControlNet, text encoder and the VAE if any."""
         return [m for m in (self.unet, self.controlnet, self.text_encoder, self.vae) if m is not None]
 
     @property

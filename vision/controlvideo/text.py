@@ -116,6 +116,7 @@ class ClipTextEncoder(nn.Module):
         self.tokenizer = tokenizer
 
     def check(self, prompt: str) -> list[str]:
+        """The prompt's words; ValueError naming words the tokenizer maps to its unknown token."""
         ws = words(prompt)
         unk = self.tokenizer.unk_token_id
         unknown = [
@@ -128,6 +129,7 @@ class ClipTextEncoder(nn.Module):
         return ws
 
     def encode(self, prompts: list[str]) -> Tensor:
+        """Last hidden states (N, model_max_length, hidden size) of the prompts."""
         for p in prompts:
             self.check(p)
         tok = self.tokenizer(
