@@ -4,7 +4,7 @@ from . import guidance
 from .checkpoint import ModelMixin, from_pretrained, load_weights, save_pretrained
 from .denoiser import Denoiser
 from .likelihood import VLB, nll_bound, nll_bounds
-from .sampling import grid_names, method_names, sample
+from .sampling import ddim_invert, grid_names, method_names, sample
 from .schedules import LinearSchedule, NoiseSchedule, VESchedule, VPSchedule
 from .training import EMA, Trainer, TrainerConfig, latest_checkpoint, resolve_device
 
@@ -19,6 +19,7 @@ __all__ = [
     "VESchedule",
     "VPSchedule",
     "VLB",
+    "ddim_invert",
     "from_pretrained",
     "grid_names",
     "guidance",

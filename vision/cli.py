@@ -1,4 +1,4 @@
-"""``python -m vision train|sample|evaluate|translate|benchmark|demo``: the vision command line."""
+"""``python -m vision train|sample|evaluate|translate|edit-video|benchmark|demo``: the vision command line."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from core.runs import add_demo_arguments, run_command
 from core.training import resolve_device
 
 from . import demo
+from .controlvideo.cli import add_edit_video_command, run_edit_video
 from .egsde.cli import (
     add_egsde_benchmark,
     add_egsde_commands,
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(e)
 
     add_egsde_commands(sub)
+    add_edit_video_command(sub)
     bench = sub.add_parser("benchmark", help="benchmarks of the vision package")
     add_egsde_benchmark(bench.add_subparsers(dest="benchmark", required=True))
 
@@ -126,6 +128,8 @@ def _sampler(args: argparse.Namespace, family: str) -> tuple[str, int | None]:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "translate":
         return run_translate(args)
+    if args.command == "edit-video":
+        return run_edit_video(args)
     if args.command == "benchmark":
         return run_egsde_benchmark(args)
     progress = not args.no_progress
