@@ -20,7 +20,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
@@ -31,7 +30,7 @@ from .files import atomic_write  # noqa: E402
 from .metrics import sliced_wasserstein  # noqa: E402
 from .nets.mlp import MLPConfig, MLPNet  # noqa: E402
 from .objectives import denoising_loss  # noqa: E402
-from .plotting import save_figure  # noqa: E402
+from .plotting import scatter_panels  # noqa: E402
 from .sampling import CountingNet, sample  # noqa: E402
 from .schedules import VPSchedule  # noqa: E402
 from .training import Trainer, TrainerConfig, resolve_device  # noqa: E402
@@ -183,21 +182,11 @@ def _last_loss(csv_path: Path) -> float | None:
 
 
 def _plot(data: torch.Tensor, samples: dict, rows: list[dict], path: Path) -> None:
-    n = len(samples) + 1
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), sharex=True, sharey=True)
-    axes[0].scatter(data[:4000, 0], data[:4000, 1], s=1, c="k", alpha=0.5)
-    axes[0].set_title("data", fontsize=9)
-    for ax, row in zip(axes[1:], rows, strict=True):
-        x = samples[row["solver"]]
-        ax.scatter(x[:, 0], x[:, 1], s=1, c="C0", alpha=0.5)
-        ax.set_title(f"{row['solver']}\nNFE {row['nfe']}, SW {row['sliced_wasserstein']:.3f}", fontsize=8)
-    for ax in axes:
-        ax.set_xlim(-2.5, 2.5)
-        ax.set_ylim(-2.5, 2.5)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    save_figure(fig, path)
+    panels = [
+        (f"{r['solver']}\nNFE {r['nfe']}, SW {r['sliced_wasserstein']:.3f}", samples[r["solver"]])
+        for r in rows
+    ]
+    scatter_panels(data, panels, path, color="C0")
 
 
 def _report(metrics: dict, path: Path) -> None:

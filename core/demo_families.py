@@ -35,7 +35,7 @@ from .families import (
     vae_loss,
 )
 from .metrics import sliced_wasserstein
-from .plotting import save_figure
+from .plotting import scatter_panels
 from .training import Trainer, TrainerConfig
 
 __all__ = ["TOY_FAMILIES", "dirac_summary", "report_lines", "run_families_stage"]
@@ -123,22 +123,8 @@ def run_families_stage(
 
 
 def _plot(data: Tensor, samples: dict[str, Tensor], rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(samples) + 1
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), sharex=True, sharey=True)
-    axes[0].scatter(data[:4000, 0], data[:4000, 1], s=1, c="k", alpha=0.5)
-    axes[0].set_title("data", fontsize=9)
-    for ax, row in zip(axes[1:], rows, strict=True):
-        x = samples[row["key"]]
-        ax.scatter(x[:, 0], x[:, 1], s=1, c="C1", alpha=0.5)
-        ax.set_title(f"{row['family']}\nSW {row['sliced_wasserstein']:.3f}", fontsize=8)
-    for ax in axes:
-        ax.set(xlim=(-2.5, 2.5), ylim=(-2.5, 2.5), aspect="equal", xticks=[], yticks=[])
-    save_figure(fig, path)
+    panels = [(f"{r['family']}\nSW {r['sliced_wasserstein']:.3f}", samples[r["key"]]) for r in rows]
+    scatter_panels(data, panels, path, color="C1")
 
 
 def report_lines(metrics: dict) -> list[str]:

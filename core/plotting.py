@@ -18,7 +18,7 @@ from torch import Tensor  # noqa: E402
 
 from .files import atomic_write  # noqa: E402
 
-__all__ = ["save_figure", "save_image_grid"]
+__all__ = ["save_figure", "save_image_grid", "scatter_panels"]
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
@@ -67,3 +67,20 @@ def save_image_grid(
     img = Image.fromarray(grid[0] if c == 1 else grid.transpose(1, 2, 0), mode=None)
     with atomic_write(path) as tmp:
         img.save(tmp, format="PNG")
+
+
+def scatter_panels(
+    data: Tensor, panels: list[tuple[str, Tensor]], path: str | Path, color: str = "C0", lim: float = 2.5
+) -> None:
+    """A row of 2-D scatter plots saved as PNG: the data (N, 2) first, then each ``(title, points)``
+    panel (M, 2), on a shared square window [-lim, lim]^2."""
+    n = len(panels) + 1
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), sharex=True, sharey=True)
+    axes[0].scatter(data[:4000, 0], data[:4000, 1], s=1, c="k", alpha=0.5)
+    axes[0].set_title("data", fontsize=9)
+    for ax, (title, x) in zip(axes[1:], panels, strict=True):
+        ax.scatter(x[:, 0], x[:, 1], s=1, c=color, alpha=0.5)
+        ax.set_title(title, fontsize=8)
+    for ax in axes:
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
+    save_figure(fig, path)
