@@ -250,9 +250,11 @@ def implicit_solve(
     """y with y + g(y) = z, differentiable by the implicit function theorem.
 
     The solve runs without a graph. The returned y = z - g(y*) carries the dependence on z and on
-    g's parameters; a hook replaces the incoming gradient u by w solving w (I + J_g(y*)) = u (by
-    fixed-point iteration on w = u - w J_g), so dL/dz = u (I + J_g)^-1 and
-    dL/dtheta = -u (I + J_g)^-1 dg/dtheta, exactly as for the true solution map.
+    g's parameters; a hook replaces the incoming gradient u by w solving w (I + J_g(y*)) = u, so
+    dL/dz = u (I + J_g)^-1 and dL/dtheta = -u (I + J_g)^-1 dg/dtheta, exactly as for the true
+    solution map. That linear system is solved by the same ``method`` as the forward pass
+    (vector-Jacobian products only): Broyden's method does not need Lip(g) < 1 to converge,
+    which keeps training alive while a spectral-norm estimate lags one step behind the weights.
     """
     y_star, _ = solve_fixed_point(g, z.detach(), method=method, tol=tol, max_iter=max_iter)
     if not torch.is_grad_enabled():
@@ -264,16 +266,15 @@ def implicit_solve(
         y0 = y_star.detach().requires_grad_()
         g0 = g(y0)
 
+    def vjp(w: Tensor) -> Tensor:
+        return torch.autograd.grad(g0, y0, w, retain_graph=True)[0]
+
     def hook(u: Tensor) -> Tensor:
-        w = u
-        for _ in range(max_iter):
-            (vjp,) = torch.autograd.grad(g0, y0, w, retain_graph=True)
-            w_new = u - vjp
-            res = _rel_residual(w_new - w, u)
-            w = w_new
-            if res <= tol:
-                return w
-        raise ConvergenceError("implicit-gradient", res, max_iter, tol)
+        try:
+            return solve_fixed_point(vjp, u, method=method, tol=tol, max_iter=max_iter)[0]
+        except ConvergenceError as err:
+            name = f"implicit-gradient ({method})"
+            raise ConvergenceError(name, err.residual, err.iterations, tol) from err
 
     y.register_hook(hook)
     return y

@@ -280,6 +280,25 @@ def test_implicit_gradients_match_an_unrolled_solve(method):
     assert grads[2][0].item() == pytest.approx(((up - down) / (2 * eps)).item(), rel=1e-5)
 
 
+def test_implicit_gradients_by_broyden_need_no_contraction():
+    """Broyden solves y + A y = z and its adjoint for a linear map with |A| = 1.3 > 1, where
+    plain fixed-point iteration diverges; the gradient is the closed form (I + A^T)^-1 w."""
+    torch.manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))
+    g = nn.Linear(4, 4, bias=False).double()
+    with torch.no_grad():
+        g.weight.copy_(1.3 * q)
+    z = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 4, dtype=torch.float64)
+    y = implicit_solve(g, z, method="broyden", tol=1e-12, max_iter=50)
+    m = torch.eye(4, dtype=torch.float64) + g.weight.detach().T  # y (I + W^T) = z, row-wise
+    torch.testing.assert_close(y, torch.linalg.solve(m, z.detach(), left=False))
+    (grad_z,) = torch.autograd.grad((y * w).sum(), z)
+    torch.testing.assert_close(grad_z, torch.linalg.solve(m.T, w, left=False))
+    with pytest.raises(ConvergenceError):
+        implicit_solve(g, z, method="fixed_point", tol=1e-12, max_iter=50)
+
+
 def test_diverging_solve_reports_residual_and_iterations():
     with pytest.raises(ConvergenceError, match=r"residual .* after 30 iterations"):
         solve_fixed_point(lambda y: 2.0 * y, torch.ones(2, 3), max_iter=30)
