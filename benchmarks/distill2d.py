@@ -91,7 +91,7 @@ def _train_prior(config: Distill2DConfig, out: Path, seed: int, progress: bool) 
     loader = DataLoader(TensorDataset(data), batch_size=512, shuffle=True, drop_last=True)
     cfg = TrainerConfig(
         steps=config.prior_steps, lr=2e-3, schedule="cosine", warmup_steps=min(100, config.prior_steps // 2),
-        ema_decay=0.999, ema_warmup=True, out_dir=str(out / "prior"), seed=seed, device="cpu",
+        ema_decay=0.999, out_dir=str(out / "prior"), seed=seed, device="cpu",
         progress=progress, ckpt_every=None, log_every=100, tensorboard=False,
     )  # fmt: skip
     trainer = Trainer(den, lambda m, b: denoising_loss(m, b[0]), loader, cfg)

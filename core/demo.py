@@ -115,7 +115,6 @@ def run_toy_demo(
             schedule="cosine",
             warmup_steps=100,
             ema_decay=0.999,
-            ema_warmup=True,
             out_dir=str(out / "train"),
             seed=seed,
             device=str(dev),

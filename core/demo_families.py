@@ -100,7 +100,7 @@ def run_families_stage(
         loader = DataLoader(TensorDataset(data), batch_size=batch_size, shuffle=True, drop_last=True)
         cfg = TrainerConfig(
             steps=steps, lr=2e-3, schedule="cosine", grad_clip=None if game else 1.0,
-            ema_decay=0.999 if game else None, ema_warmup=True, out_dir=str(out / "families" / name),
+            ema_decay=0.999 if game else None, out_dir=str(out / "families" / name),
             seed=seed, device=device, progress=progress, ckpt_every=None, log_every=max(1, steps // 10),
             tensorboard=False,
         )  # fmt: skip

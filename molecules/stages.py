@@ -59,16 +59,15 @@ def load_splits(cfg: MoleculesConfig) -> Splits:
 def trainer_config(cfg: MoleculesConfig, out: Path, steps: int, lr: float, seed: int) -> core.TrainerConfig:
     """The Trainer settings of every stage.
 
-    The EMA warms up (decay ``min(ema_decay, (1 + n) / (10 + n))`` after n updates): a run of a
-    few thousand steps with a fixed decay of 0.999 would keep ``0.999^steps`` of the random
-    initialisation (5% after 3,000 steps) in the averaged weights that sampling uses, and such a
-    network's noise prediction at high noise makes ancestral sampling diverge.
+    The EMA warms up (the Trainer's default: decay ``min(ema_decay, (1 + n) / (10 + n))`` after n
+    updates): a run of a few thousand steps with a fixed decay of 0.999 would keep
+    ``0.999^steps`` of the random initialisation (5% after 3,000 steps) in the averaged weights
+    that sampling uses, and such a network's noise prediction at high noise makes ancestral sampling diverge.
     """
     return core.TrainerConfig(
         steps=steps,
         lr=lr,
         ema_decay=cfg.ema_decay,
-        ema_warmup=True,
         out_dir=out,
         ckpt_every=max(100, min(1000, steps // 5)),
         log_every=min(100, steps),

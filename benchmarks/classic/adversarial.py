@@ -289,7 +289,7 @@ def _fmnist(out: Path, p: AdversarialPreset, device: str) -> dict:
         ends = list(range(chunk, p.fmnist_steps, chunk))[: p.fmnist_chunks - 1] + [p.fmnist_steps]
         for end in ends:
             cfg = _trainer_config(out / family, end, _device_kind(device), p.seed, ckpt_every=chunk)
-            cfg.ema_decay, cfg.ema_warmup = 0.999, True
+            cfg.ema_decay = 0.999
             loader = DataLoader(TensorDataset(x), batch_size=p.fmnist_batch, shuffle=True, drop_last=True)
             trainer = Trainer(model, game, loader, cfg)
             t0 = time.perf_counter()

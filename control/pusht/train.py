@@ -83,7 +83,6 @@ def train_policy(
         warmup_steps=cfg.warmup_steps,
         schedule="cosine",
         ema_decay=cfg.ema_decay,
-        ema_warmup=True,
         log_every=100,
         ckpt_every=cfg.ckpt_every,
         keep_last=1,

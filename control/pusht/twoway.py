@@ -91,7 +91,7 @@ def train_two_way(kind: str, steps: int, seed: int = 0, demos: int = 100, device
     )
     with tempfile.TemporaryDirectory(prefix="twoway-") as tmp:
         tcfg = TrainerConfig(
-            steps=steps, lr=2e-3, warmup_steps=50, schedule="cosine", ema_decay=0.99, ema_warmup=True,
+            steps=steps, lr=2e-3, warmup_steps=50, schedule="cosine", ema_decay=0.99,
             ckpt_every=None, keep_last=1, out_dir=tmp, seed=seed, device=device, progress=False,
             tensorboard=False, log_every=max(1, steps),
         )  # fmt: skip

@@ -112,7 +112,8 @@ class TrainerConfig:
         grad_clip: max global gradient L2 norm; ``None`` disables clipping.
         mixed_precision: ``"no" | "bf16" | "fp16" | "auto"`` (bf16 on a CUDA device that supports it).
         ema_decay: EMA decay; ``None`` disables the EMA.
-        ema_warmup: use the EMA warm-up ``min(decay, (1 + n) / (10 + n))``.
+        ema_warmup: use the EMA warm-up ``min(decay, (1 + n) / (10 + n))`` (default): early
+            averages forget the random initialisation; ``False`` averages from step 0 at ``decay``.
         log_every: log every this many steps (and at the last step).
         ckpt_every: checkpoint every this many steps; ``None`` only at the end.
         keep_last: number of checkpoints kept in ``out_dir/checkpoints``.
@@ -134,7 +135,7 @@ class TrainerConfig:
     grad_clip: float | None = 1.0
     mixed_precision: str = "no"
     ema_decay: float | None = None
-    ema_warmup: bool = False
+    ema_warmup: bool = True
     log_every: int = 50
     ckpt_every: int | None = 1000
     keep_last: int = 3

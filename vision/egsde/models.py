@@ -95,7 +95,7 @@ def _trainer_config(
 ) -> TrainerConfig:
     return TrainerConfig(
         steps=steps, lr=lr, warmup_steps=min(100, steps // 10), schedule="cosine", ema_decay=0.999,
-        ema_warmup=True, log_every=max(1, min(100, steps)), ckpt_every=max(1, steps // 4), keep_last=1,
+        log_every=max(1, min(100, steps)), ckpt_every=max(1, steps // 4), keep_last=1,
         out_dir=out, seed=seed, device=device, progress=progress, tensorboard=False,
     )  # fmt: skip
 

@@ -161,7 +161,7 @@ def _train(
     ema = config.ema_decay if (adversarial or not classic) else None
     tcfg = TrainerConfig(
         steps=config.steps, lr=config.lr, warmup_steps=min(config.warmup_steps, config.steps - 1),
-        schedule="cosine", ema_decay=ema, ema_warmup=True, grad_clip=None if adversarial else 1.0,
+        schedule="cosine", ema_decay=ema, grad_clip=None if adversarial else 1.0,
         ckpt_every=config.ckpt_every, out_dir=str(out / TRAIN_DIR), seed=seed, device=dev.type,
         progress=progress, log_every=min(50, config.steps), tensorboard=False,
     )  # fmt: skip
