@@ -197,7 +197,7 @@ class ChunkPolicy(torch.nn.Module):
         elif method == "ddim":
             kw = dict(method=method, steps=steps, grid="time_uniform")
         else:
-            kw = dict(method=method, steps=steps, order=2, multistep=True, grid="logsnr")
+            kw = dict(method=method, steps=steps, order=3, multistep=True, grid="logsnr")
         c = {"global_cond": cond}
         x = sample(self.denoiser, x_t, cond=c, generator=gen, **kw)
         x0 = self.denoiser.x0_eps(x, sch.t_min, **c)[0].clamp(-1, 1)

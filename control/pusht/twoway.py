@@ -5,7 +5,8 @@ at the origin blocks the straight line. Half of the demonstrations go around the
 around the right. Each step the agent moves towards its action (a target position) by at most
 0.08; a move that would enter the disc is refused (the agent stalls there and the episode counts
 a collision). A diffusion policy should use both ways in about the demonstrations' proportion;
-the MSE-regression policy with the same network averages the two and drives into the disc.
+the MSE-regression policy with the same network predicts their average: it heads straight at the
+disc, then slides off to one side and never takes the other way.
 """
 
 from __future__ import annotations
