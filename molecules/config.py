@@ -17,7 +17,8 @@ class MoleculesConfig:
     regressors, ``eval_*`` for the independent evaluation classifier (trained on the other half
     of QM9's training set). ``num_steps`` is T of EDM's polynomial schedule; ``sample_steps`` the
     number of ancestral steps used when sampling (a sub-grid of the T steps); EEGSDE's energy
-    acts for t <= ``guide_until`` (a fraction of the schedule's time).
+    acts for t <= ``guide_until`` (a fraction of the schedule's time); the regressors train on
+    clean molecules for ``reg_clean_fraction`` of their steps, then on noise up to ``guide_until``.
     ``properties`` lists the properties benchmarked one at a time (conditional EDM vs EEGSDE).
     """
 
@@ -33,8 +34,9 @@ class MoleculesConfig:
     ema_decay: float = 0.999
     reg_hidden: int = 64
     reg_layers: int = 4
-    reg_steps: int = 4000
-    reg_lr: float = 3e-4
+    reg_steps: int = 6000
+    reg_lr: float = 5e-4
+    reg_clean_fraction: float = 0.5
     eval_hidden: int = 64
     eval_layers: int = 4
     eval_steps: int = 3000
@@ -62,6 +64,10 @@ class MoleculesConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not 0.0 <= self.reg_clean_fraction <= 1.0:
+            raise ValueError(f"reg_clean_fraction must be in [0, 1], got {self.reg_clean_fraction}")
+        if not 0.0 < self.guide_until <= 1.0:
+            raise ValueError(f"guide_until must be in (0, 1], got {self.guide_until}")
         if self.sample_steps > self.num_steps - 1:
             raise ValueError(
                 f"sample_steps must be <= num_steps - 1 = {self.num_steps - 1}, got {self.sample_steps}"

@@ -8,6 +8,7 @@ EEGSDE's energy s * sum_p w_p (g_p(x_t, t) - c_p)^2 on the normalised properties
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -122,36 +123,61 @@ def train_regressor(
     target: Tensor,
     config: core.TrainerConfig,
     batch_size: int = 64,
-    low_noise_fraction: float = 0.5,
+    clean_fraction: float = 0.5,
+    max_noise: float = 1.0,
 ) -> PropertyRegressor:
     """Train a property regressor on normalised targets (M,).
 
-    A time-dependent regressor sees noised molecules x_t: a ``low_noise_fraction`` of each batch
-    at t = T u^3 (mostly low noise, where guidance acts), the rest uniform; MSE loss. A
-    time-independent one (the evaluation classifier) sees clean molecules; L1 loss, as in EDM.
+    A time-dependent regressor learns in two phases: the first ``clean_fraction`` of
+    ``config.steps`` on clean molecules (t = 0), then on noised molecules x_t with
+    t = ``max_noise`` * T * u^2, u ~ U(0, 1) (mostly low noise, up to where guidance acts); MSE
+    loss. Noise from the start leaves it far worse even on clean molecules, since the scaled
+    type features drown at small t (measured on QM9 gap, 2,000 steps: normalised MSE 0.35 clean /
+    0.55 at t = 0.1 T with the clean phase, 0.63-0.72 / 0.79-0.84 without). The phases train
+    under ``config.out_dir``/clean and /noisy, each resumable. A time-independent regressor (the
+    evaluation classifier) sees clean molecules only; L1 loss, as in EDM.
     """
+    if not 0.0 <= clean_fraction <= 1.0 or not 0.0 < max_noise <= 1.0:
+        raise ValueError(
+            f"need 0 <= clean_fraction <= 1 and 0 < max_noise <= 1, got {clean_fraction}, {max_noise}"
+        )
     schedule = polynomial_schedule(net.num_steps)
     den = core.Denoiser(lambda *a, **k: None, schedule)
+    loader = _loader([x, mask, target], batch_size, config.seed)
 
-    def loss_fn(model: PropertyRegressor, batch) -> Tensor:
+    def fit(loss_fn, cfg: core.TrainerConfig) -> None:
+        trainer = core.Trainer(net, loss_fn, loader, cfg)
+        trainer.fit()
+        if trainer.ema is not None:
+            trainer.ema.copy_to(net)
+
+    def l1_loss(model: PropertyRegressor, batch) -> Tensor:
         xb, mb, yb = batch
-        if not model.time_dependent:
-            return (model(xb, None, mb) - yb).abs().mean()
-        b = xb.shape[0]
-        u = torch.rand(b, device=xb.device)
-        low = torch.rand(b, device=xb.device) < low_noise_fraction
-        frac = torch.where(low, u**3, u)
-        step = (frac * (net.num_steps - 1)).round()
+        return (model(xb, None, mb) - yb).abs().mean()
+
+    def clean_loss(model: PropertyRegressor, batch) -> Tensor:
+        xb, mb, yb = batch
+        return ((model(xb, torch.zeros(xb.shape[0], device=xb.device), mb) - yb) ** 2).mean()
+
+    def noisy_loss(model: PropertyRegressor, batch) -> Tensor:
+        xb, mb, yb = batch
+        u = torch.rand(xb.shape[0], device=xb.device)
+        step = (max_noise * u**2 * (net.num_steps - 1)).round()
         t = (step + 1) / net.num_steps
         noise = zero_com_noise(xb.shape, mb)
         a, s = den.coefficients(xb, t)
         xt = (a * xb + s * noise) * mb[..., None]
         return ((model(xt, step, mb) - yb) ** 2).mean()
 
-    trainer = core.Trainer(net, loss_fn, _loader([x, mask, target], batch_size, config.seed), config)
-    trainer.fit()
-    if trainer.ema is not None:
-        trainer.ema.copy_to(net)
+    if not net.time_dependent:
+        fit(l1_loss, config)
+    else:
+        clean_steps = round(clean_fraction * config.steps)
+        out = Path(config.out_dir)
+        if clean_steps:
+            fit(clean_loss, replace(config, steps=clean_steps, out_dir=str(out / "clean")))
+        if config.steps - clean_steps:
+            fit(noisy_loss, replace(config, steps=config.steps - clean_steps, out_dir=str(out / "noisy")))
     net.eval()
     return net
 

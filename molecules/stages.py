@@ -129,6 +129,7 @@ def _regressor(
     x, mask = dataset_state(part)
     y = ((part.property(prop).double() - mean) / std).float()
     seed = cfg.seed + (1 if time_dependent else 2)
-    train_regressor(net, x, mask, y, trainer_config(cfg, out, steps, lr, seed), cfg.batch_size)
+    tc = trainer_config(cfg, out, steps, lr, seed)
+    train_regressor(net, x, mask, y, tc, cfg.batch_size, cfg.reg_clean_fraction, cfg.guide_until)
     net.save_pretrained(out / "model")
     return net

@@ -52,7 +52,7 @@ from core.families import (
 )
 from core.files import atomic_write
 from core.plotting import save_image_grid
-from core.training import Trainer, TrainerConfig
+from core.training import Trainer, TrainerConfig, resolve_device
 from vision.generation.quality import sample_metrics
 
 __all__ = ["PRESETS", "AdversarialPreset", "build", "run"]
@@ -341,13 +341,15 @@ def _error(classifier: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> flo
 
 def _supervised(d: dict, p: AdversarialPreset, device: str) -> dict:
     torch.manual_seed(p.seed)
-    clf = ConvClassifier(10, 1, 28, width=p.classifier_width).to(device)
+    dev = resolve_device(device)
+    clf = ConvClassifier(10, 1, 28, width=p.classifier_width).to(dev)
     opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(p.seed)
     best = (math.inf, 0, copy.deepcopy(clf.state_dict()))
     for step in range(1, p.supervised_steps + 1):
         idx = torch.randint(0, len(d["yl"]), (64,), generator=g)
-        loss = F.cross_entropy(clf(d["xl"][idx].to(device)), d["yl"][idx].to(device))
+        xb, yb = d["xl"][idx].to(dev), d["yl"][idx].to(dev)
+        loss = F.cross_entropy(clf(xb), yb)
         opt.zero_grad()
         loss.backward()
         opt.step()
