@@ -127,9 +127,9 @@ def _reference_rows(evaluator, splits: Splits, prop: str, x_test, m_test, seed: 
         [by_n.get(int(n), fallback) for n in splits.test.num_atoms], dtype=torch.float64
     )
     return {
-        "lower_bound": float((pred - truth).abs().mean()),
-        "naive": float((pred - shuffled).abs().mean()),
-        "atoms": float((atoms_pred - truth).abs().mean()),
+        "lower_bound": float(paired_abs_errors(pred, truth).mean()),
+        "naive": float(paired_abs_errors(pred, shuffled).mean()),
+        "atoms": float(paired_abs_errors(atoms_pred, truth).mean()),
     }
 
 
@@ -149,9 +149,20 @@ def _xtb_calibration(cfg: MoleculesConfig, splits: Splits, prop: str):
     ok = np.isfinite(values)
     return cal, {
         "xtb_r": cal.r,
-        "xtb_calibrated_mae_on_qm9": float(np.abs(cal(values[ok]) - truth[ok]).mean()),
+        "xtb_calibrated_mae_on_qm9": float(paired_abs_errors(cal(values[ok]), truth[ok]).mean()),
         "xtb_calibration_molecules": int(ok.sum()),
     }
+
+
+def paired_abs_errors(pred, target) -> np.ndarray:
+    """|pred - target| per molecule (M,) for 1-D predictions and targets of one length (a (M, 1)
+    target would silently broadcast to all M x M pairs)."""
+    pred, target = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    if pred.ndim != 1 or pred.shape != target.shape:
+        raise ValueError(
+            f"predictions and targets must be 1-D of one length, got shapes {pred.shape} and {target.shape}"
+        )
+    return np.abs(pred - target)
 
 
 def _bootstrap_ratio(err_a: np.ndarray, err_b: np.ndarray, seed: int, n: int = 1000) -> float:
@@ -213,8 +224,8 @@ def _evaluate_property(
     law = NodeCountDistribution(splits.generator.num_atoms, splits.generator.property(prop)[:, None])
     g = torch.Generator().manual_seed(cfg.seed + 123)
     n_atoms, targets = law.sample(cfg.num_targets, g)
-    targets = targets.double()
-    ctx = ((targets - mean) / std).float()
+    targets = targets.double()[:, 0]  # (M,): the one property column
+    ctx = ((targets - mean) / std).float()[:, None]
     out: dict = {"unit": PROPERTY_UNITS[prop], "num_targets": cfg.num_targets}
     x_test, m_test = dataset_state(splits.test)
     out["reference"] = _reference_rows(evaluator, splits, prop, x_test, m_test, cfg.seed)
@@ -265,7 +276,7 @@ def _evaluate_property(
         with torch.no_grad():
             pred = evaluator.predict(xs, None, ms).double()
             own = regressor.predict(xs, torch.zeros(len(xs)), ms).double()
-        err = (pred - targets).abs().numpy()
+        err = paired_abs_errors(pred.numpy(), targets.numpy())
         errors[name], preds[name] = err, pred.numpy()
         row = {
             "atom_stability": atom_st,
@@ -274,7 +285,7 @@ def _evaluate_property(
             "uniqueness": vun["uniqueness"],
             "novelty": vun["novelty"],
             "mae": float(err.mean()),
-            "mae_regressor": float((own - targets).abs().mean()),
+            "mae_regressor": float(paired_abs_errors(own.numpy(), targets.numpy()).mean()),
             "seconds": seconds,
             "samples_per_second": cfg.num_targets / seconds,
         }
@@ -283,7 +294,9 @@ def _evaluate_property(
             raw = xtb_batch(mols, implicit_hydrogens=cfg.remove_h)[:, col]
             ok = np.isfinite(raw)
             row["mae_xtb"] = (
-                float(np.abs(cal(raw[ok]) - targets.numpy()[ok]).mean()) if ok.any() else float("nan")
+                float(paired_abs_errors(cal(raw[ok]), targets.numpy()[ok]).mean())
+                if ok.any()
+                else float("nan")
             )
             row["xtb_molecules"] = int(ok.sum())
         out[name] = row

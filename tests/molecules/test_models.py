@@ -171,3 +171,13 @@ def test_regressor_learns_clean_then_noisy_and_resumes(tmp_path):
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="clean_fraction"):
         train_regressor(net, x, mask, y, cfg, clean_fraction=1.5)
+
+
+def test_paired_errors_refuse_a_column_of_targets():
+    import numpy as np
+
+    from molecules.benchmark import paired_abs_errors
+
+    np.testing.assert_allclose(paired_abs_errors([1.0, 5.0], [2.0, 2.0]), [1.0, 3.0])
+    with pytest.raises(ValueError, match=r"1-D of one length, got shapes \(3,\) and \(3, 1\)"):
+        paired_abs_errors(np.zeros(3), np.zeros((3, 1)))
