@@ -44,15 +44,20 @@ TABLE_FAMILIES = (
 
 
 def run_stage(stage: str, preset: str, root: Path, device: str, seed: int) -> dict:
-    """Run one stage (cached in ``root/stages/<stage>.json``); returns its result."""
+    """Run one stage (cached in ``root/stages/<stage>.json`` while its preset and seed are
+    unchanged); returns its result."""
     cache = root / "stages" / f"{stage}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
     module = importlib.import_module(STAGES[stage])
+    key = f"{module.PRESETS[preset]!r} seed={seed}"
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("preset_key") == key:
+            return cached
     kwargs = {"seed": seed} if "seed" in inspect.signature(module.run).parameters else {}
     t0 = time.perf_counter()
     result = module.run(preset, root / stage, device, **kwargs)
     result["seconds"] = time.perf_counter() - t0
+    result["preset_key"] = key
     with atomic_write(cache) as tmp:
         tmp.write_text(json.dumps(result, indent=2))
     return result

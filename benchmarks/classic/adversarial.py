@@ -66,7 +66,12 @@ CLC_BASE = "clc_base"
 
 @dataclass(frozen=True)
 class AdversarialPreset:
-    """Sizes of every run of the stage (``steps`` count optimizer steps of all players)."""
+    """Sizes of every run of the stage (``steps`` count optimizer steps of all players).
+
+    ``clc`` is the control weight of CLC-GAN on Dirac-GAN and the ring, ``fmnist_clc`` on images:
+    the control pins the critic's outputs near +-1/weight, and at 1.0 the image critic saturates
+    (fid_fmnist 48 against its base's 43 after 2,400 steps; 40 at 0.1).
+    """
 
     ring_steps: int = 3000
     ring_eval_every: int = 300
@@ -74,8 +79,9 @@ class AdversarialPreset:
     ring_batch: int = 256
     ring_lr: float = 1e-3
     clc: float = 1.0
-    fmnist_steps: int = 600
-    fmnist_chunks: int = 3
+    fmnist_clc: float = 0.1
+    fmnist_steps: int = 2400
+    fmnist_chunks: int = 4
     fmnist_width: int = 16
     fmnist_latent: int = 32
     fmnist_batch: int = 64
@@ -86,7 +92,7 @@ class AdversarialPreset:
     triple_labels: int = 100
     triple_val: int = 1000
     triple_unlabeled: int = 20000
-    triple_steps: int = 900
+    triple_steps: int = 3000
     triple_chunks: int = 6
     supervised_steps: int = 600
     supervised_eval_every: int = 50
@@ -185,7 +191,7 @@ def _gan_config(family: str, p: AdversarialPreset, ring: bool) -> Any:
     if family == CLC_BASE:
         return replace(_gan_config("clc_gan", p, ring), clc=0.0)
     cfg = replace(GAN_FAMILIES[family], lr_critic=lr, lr_generator=lr)
-    return replace(cfg, clc=p.clc) if family == "clc_gan" else cfg
+    return replace(cfg, clc=p.clc if ring else p.fmnist_clc) if family == "clc_gan" else cfg
 
 
 # --- Dirac-GAN -----------------------------------------------------------------------------------

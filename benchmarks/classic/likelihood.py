@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.config import apply_overrides, preset, save_config
+from core.config import apply_overrides, config_to_dict, preset, save_config
 from core.data import atomic_write, load_binarized_fashion_mnist, load_fashion_mnist, to_uint8
 from core.families import (
     NADE,
@@ -105,7 +106,7 @@ PRESETS = {
         eval_k=20, eval_chunk=10, vflow_eval_k=2, fid_samples=20, grid_samples=4, ckpt_every=2,
     ),
     "quick": LikelihoodPreset(
-        steps={"vae": 1000, "iwae5": 1000, "iwae50": 1000, "nade": 500, "realnvp": 500, "vflow": 500,
+        steps={"vae": 1000, "iwae5": 1000, "iwae50": 1000, "nade": 500, "realnvp": 2500, "vflow": 2500,
                "resflow": 250, "impflow": 250},
         nade_hidden=200,
     ),
@@ -336,6 +337,13 @@ def claims(results: dict[str, dict]) -> dict:
     return out
 
 
+def _model_key(config: LikelihoodPreset, name: str, seed: int) -> dict:
+    """The settings one model's cached result depends on (its own step count, not the others')."""
+    key = config_to_dict(config)
+    key["steps"] = config.steps.get(name, 1)
+    return {**key, "seed": seed}
+
+
 def run(preset_name: str, out: Path, device: str = "auto", *, seed: int = 0, **overrides: Any) -> dict:
     """Train and evaluate every model of the stage (cached per model under ``out``); returns
     ``{"claims", "metrics", "table_rows"}``. ``overrides`` replace preset fields."""
@@ -349,15 +357,19 @@ def run(preset_name: str, out: Path, device: str = "auto", *, seed: int = 0, **o
     for name, (model, loss_fn) in models.items():
         folder = out / name
         path = folder / "result.json"
+        key = _model_key(config, name, seed)
         if path.is_file():
-            results[name] = json.loads(path.read_text())
-            continue
+            cached = json.loads(path.read_text())
+            if cached.get("key") == key:
+                results[name] = cached
+                continue
+            shutil.rmtree(folder)  # trained under other settings: start this model afresh
         kind = "levels" if name in FLOW_MODELS else "binary"
         if kind not in data:
             data[kind] = _level_data(config) if kind == "levels" else _binary_data(config)
         train, test = data[kind]
         info = _train(name, model, loss_fn, train, config, folder, dev, seed)
-        res = {**_evaluate(name, model, test, config, folder, seed), "train": info}
+        res = {**_evaluate(name, model, test, config, folder, seed), "train": info, "key": key}
         with atomic_write(path) as tmp:
             tmp.write_text(json.dumps(res, indent=2))
         results[name] = res

@@ -44,7 +44,9 @@ def cheap_metrics(driver, monkeypatch):
     monkeypatch.setattr(vision.generation.evaluate, "sample_metrics", fake)
 
 
-def test_driver_runs_every_stage_and_assembles_the_table(driver, cheap_metrics, tmp_path, capsys):
+def test_driver_runs_every_stage_and_assembles_the_table(
+    driver, cheap_metrics, tmp_path, capsys, monkeypatch
+):
     torch.set_num_threads(1)
     out = tmp_path / "bench"
     assert driver.main(["--preset", "smoke", "--device", "cpu", "--out", str(out)]) == 0
@@ -75,6 +77,21 @@ def test_driver_runs_every_stage_and_assembles_the_table(driver, cheap_metrics, 
     assert driver.main(["--preset", "smoke", "--device", "cpu", "--out", str(out)]) == 0
     assert (out / "stages" / "likelihood.json").stat().st_mtime == before
     assert json.loads((out / "metrics.json").read_text())["metrics"] == summary["metrics"]
+    # a changed preset retrains what it changes, and only that
+    from dataclasses import replace
+
+    from classic import likelihood
+
+    smoke = likelihood.PRESETS["smoke"]
+    monkeypatch.setitem(likelihood.PRESETS, "smoke", replace(smoke, steps={**smoke.steps, "realnvp": 4}))
+    vae_before = (out / "likelihood" / "vae" / "result.json").stat().st_mtime
+    assert (
+        driver.main(["--preset", "smoke", "--device", "cpu", "--out", str(out), "--stages", "likelihood"])
+        == 0
+    )
+    realnvp = json.loads((out / "likelihood" / "realnvp" / "result.json").read_text())
+    assert realnvp["train"]["steps"] == 4 and realnvp["key"]["steps"] == 4
+    assert (out / "likelihood" / "vae" / "result.json").stat().st_mtime == vae_before
 
 
 def test_driver_rejects_unknown_stages(driver):
