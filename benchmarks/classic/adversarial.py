@@ -529,6 +529,7 @@ def run(preset: str, out: Path, device: str = "cpu") -> dict:
             "precision": fmnist[family]["precision"],
             "recall": fmnist[family]["recall"],
             "sample_seconds_per_image": fmnist[family]["seconds_per_image"],
+            "grid": str(out / "fmnist" / f"samples_{family}.png"),
         }
         for family in FMNIST_FAMILIES
     ]
