@@ -238,8 +238,9 @@ def _evaluate_property(
     device = next(den.parameters()).device
     for name, scale in methods.items():
         cache = run / f"samples_{prop}_{name}.pt"
-        if cache.exists():
-            saved = torch.load(cache, weights_only=True)
+        key = f"steps={cfg.sample_steps} until={cfg.guide_until} n={cfg.num_targets} seed={cfg.seed}"
+        saved = torch.load(cache, weights_only=True) if cache.exists() else {}
+        if saved.get("key") == key:
             xs, ms, seconds = saved["x"], saved["mask"], saved["seconds"]
         else:
             t0 = time.perf_counter()
@@ -270,7 +271,7 @@ def _evaluate_property(
             ms = torch.cat([p[1] for p in parts]).cpu()
             seconds = time.perf_counter() - t0
             with atomic_write(cache) as tmp:
-                torch.save({"x": xs, "mask": ms, "seconds": seconds}, tmp)
+                torch.save({"x": xs, "mask": ms, "seconds": seconds, "key": key}, tmp)
         mols = decode(xs, ms, cfg.remove_h)
         write_sdf(run / f"samples_{prop}_{name}.sdf", mols)
         atom_st, mol_st = stability(mols, implicit_hydrogens=cfg.remove_h)
