@@ -55,8 +55,10 @@ def test_smoke_stage_runs_caches_and_reports(tmp_path, monkeypatch):
             "precision",
             "recall",
             "sample_seconds_per_image",
+            "grid",
         }
         assert row["sample_seconds_per_image"] > 0 and math.isfinite(row["fid_fmnist"])
+        assert Path(row["grid"]).is_file()
     m = result["metrics"]
     assert 0 <= m["ring_modes_clc_base"] <= 8 and 0 <= m["triple_gan_test_error"] <= 1
     assert m["triple_gan_labels"] == 20
