@@ -94,6 +94,7 @@ def stage_edm(cfg: MoleculesConfig, run: Path, props: tuple[str, ...], splits: S
         net = from_pretrained(EDMDynamics, out / "model")
         return core.Denoiser(net, schedule).eval()
     k = len(elements(cfg.remove_h))
+    torch.manual_seed(cfg.seed)  # the initial weights, like the training, follow the seed
     net = EDMDynamics(k, cfg.hidden, cfg.layers, cfg.num_steps, context_dim=len(props), backbone=cfg.backbone)
     x, mask = dataset_state(splits.generator)
     ctx = _normalised(splits.generator, props, splits)
@@ -125,10 +126,11 @@ def _regressor(
         (cfg.reg_hidden, cfg.reg_layers) if time_dependent else (cfg.eval_hidden, cfg.eval_layers)
     )
     steps, lr = (cfg.reg_steps, cfg.reg_lr) if time_dependent else (cfg.eval_steps, cfg.eval_lr)
+    seed = cfg.seed + (1 if time_dependent else 2)
+    torch.manual_seed(seed)  # the initial weights, like the training, follow the seed
     net = PropertyRegressor(k, hidden, layers, cfg.num_steps, time_dependent, mean, std)
     x, mask = dataset_state(part)
     y = ((part.property(prop).double() - mean) / std).float()
-    seed = cfg.seed + (1 if time_dependent else 2)
     tc = trainer_config(cfg, out, steps, lr, seed)
     train_regressor(net, x, mask, y, tc, cfg.batch_size, cfg.reg_clean_fraction, cfg.guide_until)
     net.save_pretrained(out / "model")

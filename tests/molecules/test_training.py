@@ -64,3 +64,23 @@ def test_decoding_noised_qm9_keeps_the_data_validity_at_small_noise(heavy_atoms)
         found[step] = validity_uniqueness_novelty(mols)["validity"]
     assert found[0] >= data - 0.02
     assert found[50] < data - 0.3
+
+
+def test_stages_train_the_same_models_whatever_the_global_rng(tmp_path):
+    """Every stage seeds its initial weights: two runs of one config give identical models."""
+    from molecules.stages import load_splits, stage_edm, stage_evaluator, stage_regressor
+
+    cfg = replace(
+        PRESETS["demo"], subset=64, hidden=8, layers=1, edm_steps=2, reg_hidden=8, reg_layers=1, reg_steps=2,
+        eval_hidden=8, eval_layers=1, eval_steps=2, batch_size=16, device="cpu",
+    )  # fmt: skip
+    splits = load_splits(cfg)
+    weights = []
+    for run, seed in ((tmp_path / "a", 1), (tmp_path / "b", 2)):
+        torch.manual_seed(seed)  # whatever ran before must not matter
+        models = [stage_edm(cfg, run, ("gap",), splits).net]
+        models += [stage(cfg, run, "gap", splits) for stage in (stage_regressor, stage_evaluator)]
+        weights.append([copy.deepcopy(m.state_dict()) for m in models])
+    for a, b in zip(*weights, strict=True):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k])
