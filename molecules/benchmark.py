@@ -236,9 +236,10 @@ def _evaluate_property(
     methods = {"conditional": None, **{f"eegsde_s{s:g}": s for s in cfg.scales}}
     errors, preds, xtb_errors = {}, {}, {}
     device = next(den.parameters()).device
+    # the sampling settings a cached sample set was drawn under
+    key = f"steps={cfg.sample_steps} until={cfg.guide_until} n={cfg.num_targets} seed={cfg.seed}"
     for name, scale in methods.items():
         cache = run / f"samples_{prop}_{name}.pt"
-        key = f"steps={cfg.sample_steps} until={cfg.guide_until} n={cfg.num_targets} seed={cfg.seed}"
         saved = torch.load(cache, weights_only=True) if cache.exists() else {}
         if saved.get("key") == key:
             xs, ms, seconds = saved["x"], saved["mask"], saved["seconds"]
