@@ -13,7 +13,13 @@ from core.runs import add_demo_arguments, run_command
 from core.training import resolve_device
 
 from . import demo
-from .controlvideo.cli import add_edit_video_command, run_edit_video
+from .controlvideo.benchmark import run_controlvideo_demo
+from .controlvideo.cli import (
+    add_controlvideo_benchmark,
+    add_edit_video_command,
+    run_controlvideo_benchmark,
+    run_edit_video,
+)
 from .egsde.cli import (
     add_egsde_benchmark,
     add_egsde_commands,
@@ -94,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_egsde_commands(sub)
     add_edit_video_command(sub)
     bench = sub.add_parser("benchmark", help="benchmarks of the vision package")
-    add_egsde_benchmark(bench.add_subparsers(dest="benchmark", required=True))
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
+    add_egsde_benchmark(bench_sub)
+    add_controlvideo_benchmark(bench_sub)
 
     d = sub.add_parser(
         "demo", help="a digits DDPM sampled by two solvers, then EGSDE digit translation (main job)"
@@ -131,6 +139,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "edit-video":
         return run_edit_video(args)
     if args.command == "benchmark":
+        if args.benchmark == "controlvideo":
+            return run_controlvideo_benchmark(args)
         return run_egsde_benchmark(args)
     progress = not args.no_progress
     if args.command == "demo":
@@ -144,6 +154,7 @@ def _run(args: argparse.Namespace) -> int:
         for row in metrics["solvers"]:
             print(f"digits {row['solver']:<25} NFE {row['nfe']:>5}  fid_digits {row['fid_digits']:.3f}")
         run_egsde_demo(args.out, args.preset, device=args.device, progress=progress)
+        run_controlvideo_demo(args.out, args.preset, device=args.device, progress=progress)
         print(f"wrote {args.out / 'report.md'}")
         return 0
     if args.command == "train":

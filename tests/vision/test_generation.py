@@ -150,6 +150,9 @@ def test_demo_smoke(tmp_path):
     assert [r["solver"] for r in metrics["solvers"]] == ["DDIM", "DPM-Solver++(2M)"]
     assert all(r["nfe"] == 10 for r in metrics["solvers"])
     assert (out / metrics["run"] / "model" / "model.safetensors").is_file()
+    assert "## vision — ControlVideo" in report and "](./controlvideo/strip-bikes.png)" in report
+    cv = json.loads((out / "controlvideo" / "metrics.json").read_text())
+    assert set(cv["rows"]) == {"per_frame", "controlvideo"}
 
 
 def test_presets_resolve_per_family_fields():

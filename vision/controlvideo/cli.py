@@ -11,7 +11,7 @@ import torch
 from core.files import write_json
 from core.training import resolve_device
 
-__all__ = ["add_edit_video_command", "run_edit_video"]
+__all__ = ["add_controlvideo_benchmark", "add_edit_video_command", "run_controlvideo_benchmark", "run_edit_video"]
 
 _DTYPES = {
     "float32": torch.float32,
@@ -158,4 +158,42 @@ def run_edit_video(args: argparse.Namespace) -> int:
     for r in results:
         numbers = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items() if v is not None)
         print(f"{r['file']} ({r['prompt']!r}): {numbers}")
+    return 0
+
+
+def add_controlvideo_benchmark(sub) -> None:
+    """Add ``controlvideo`` to the ``benchmark`` subcommand parser."""
+    from .benchmark import PRESETS, ROWS
+
+    p = sub.add_parser(
+        "controlvideo",
+        help="ControlVideo's components row by row on held-out clips (trains its small model first)",
+    )
+    p.add_argument("--preset", default="quick", choices=sorted(PRESETS))
+    p.add_argument("--out", type=Path, help="run folder (default runs/vision/controlvideo-<preset>)")
+    p.add_argument("--rows", nargs="+", help=f"subset of the rows: {' '.join(ROWS)}")
+    p.add_argument("--train-steps", type=int, help="override the model's training steps")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run_controlvideo_benchmark(args: argparse.Namespace) -> int:
+    """Run ``benchmark controlvideo`` and print its table."""
+    import dataclasses
+
+    from .benchmark import bench_config, run_benchmark
+
+    config = bench_config(args.preset, rows=tuple(args.rows) if args.rows else None, seed=args.seed)
+    if args.train_steps is not None:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, steps=args.train_steps))
+    out = args.out or Path(f"runs/vision/controlvideo-{args.preset}")
+    metrics = run_benchmark(config, out, device=args.device, progress=not args.no_progress)
+    keys = ("warping_error", "frame_consistency", "edit_accuracy", "edge_f1")
+    print(f"{'row':<20}" + "".join(f"{k:>22}" for k in keys))
+    for name, row in {**metrics["reference"], **metrics["rows"]}.items():
+        print(f"{name:<20}" + "".join(f"{row[k]['mean']:>13.4f} ± {row[k]['std']:<6.4f}" for k in keys))
+    for k, v in metrics["targets"].items():
+        print(f"{k}: {v}")
+    print(f"wall time {metrics['wall_seconds']:.0f} s (training {metrics['train_seconds']:.0f} s); wrote {out}")
     return 0
