@@ -105,8 +105,12 @@ def test_training_changes_the_prompt_response(tmp_path):
     control = torch.zeros(2, 3, 8, 8)
     t = torch.full((2,), 0.5, dtype=torch.float64)
     with torch.no_grad():
-        red = den.eps(x, t, encoder_hidden_states=model.encode_prompt("a red photo").expand(2, -1, -1), control=control)
-        blue = den.eps(x, t, encoder_hidden_states=model.encode_prompt("a blue photo").expand(2, -1, -1), control=control)
+        red = den.eps(
+            x, t, encoder_hidden_states=model.encode_prompt("a red photo").expand(2, -1, -1), control=control
+        )
+        blue = den.eps(
+            x, t, encoder_hidden_states=model.encode_prompt("a blue photo").expand(2, -1, -1), control=control
+        )
     assert float((red - blue).abs().mean()) > 1e-4
 
 

@@ -94,7 +94,9 @@ class AttributeClassifier:
         self.centroids = centroids.float()
 
     @classmethod
-    def fit(cls, images: Tensor, colours: tuple[str, ...] | list[str] = tuple(COLOURS)) -> AttributeClassifier:
+    def fit(
+        cls, images: Tensor, colours: tuple[str, ...] | list[str] = tuple(COLOURS)
+    ) -> AttributeClassifier:
         """Centroids from untinted images (N, 3, H, W) in [0, 1] and their tinted copies."""
         names = attributes(colours)
         cents = [_chromaticity(images).mean(0)] + [_chromaticity(tint(images, c)).mean(0) for c in colours]

@@ -86,11 +86,11 @@ class ControlVideoBenchConfig:
     clips: tuple[ClipSpec, ...] = (
         ClipSpec("bikes", 40, 3, ("red", "blue")),
         ClipSpec("vtest", 100, 4, ("green", "purple")),
-        ClipSpec("tree", 60, 3, ("yellow", "blue")),
+        ClipSpec("tree", 20, 3, ("yellow", "blue")),
     )
     frames: int = 8
     steps: int = 25
-    guidance: float = 7.5
+    guidance: float = 1.5
     control_scale: float = 1.0
     control: str = "canny"
     tune_steps: int = 100
@@ -105,7 +105,9 @@ class ControlVideoBenchConfig:
         for c in self.clips:
             bad = [col for col in c.colours if col not in self.model.colours]
             if bad:
-                raise ValueError(f"clip {c.name}: colours {bad} are not among the model's {self.model.colours}")
+                raise ValueError(
+                    f"clip {c.name}: colours {bad} are not among the model's {self.model.colours}"
+                )
         if self.frames < 2:
             raise ValueError(f"frames must be >= 2 (consistency needs consecutive frames), got {self.frames}")
 
@@ -113,7 +115,9 @@ class ControlVideoBenchConfig:
 PRESETS: dict[str, ControlVideoBenchConfig] = {
     "quick": ControlVideoBenchConfig(),
     "paper": ControlVideoBenchConfig(
-        model=T2IConfig(size=64, channels=(64, 128, 256, 256), text_dim=64, bank=20000, steps=50000, batch=64),
+        model=T2IConfig(
+            size=64, channels=(64, 128, 256, 256), text_dim=64, bank=20000, steps=50000, batch=64
+        ),
         steps=50,
         guidance=12.0,
         tune_steps=300,
@@ -178,7 +182,9 @@ def _run_row(
         clip = clips[c.name]
         control = control_maps(clip, config.control)
         torch.manual_seed(config.seed)
-        source = prepare_source(model, clip, control, SOURCE_PROMPT, edit, seed=config.seed, progress=progress)
+        source = prepare_source(
+            model, clip, control, SOURCE_PROMPT, edit, seed=config.seed, progress=progress
+        )
         for colour in c.colours:
             edited = edit_source(model, source, attribute_prompt(colour), edit, progress=progress).cpu()
             key = f"{c.name}/{colour}"
@@ -221,7 +227,9 @@ def _figures(out: Path, clips: dict, results: dict, config: ControlVideoBenchCon
         write_strip(strip, out / f"strip-{c.name}.png", scale=4)
     if "controlvideo" in results:
         first = config.clips[0]
-        write_gif(results["controlvideo"]["edits"][f"{first.name}/{first.colours[0]}"], out / "controlvideo.gif")
+        write_gif(
+            results["controlvideo"]["edits"][f"{first.name}/{first.colours[0]}"], out / "controlvideo.gif"
+        )
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.6))
     names = list(rows)
     for ax, m in zip(axes, METRICS, strict=True):
@@ -243,20 +251,23 @@ def run_benchmark(
     out = Path(out)
     wall = time.perf_counter()
     dev = resolve_device(device)
-    model = train_t2i_controlnet(config.model, out / "t2i", seed=config.seed, device=device, progress=progress)
+    model = train_t2i_controlnet(
+        config.model, out / "t2i", seed=config.seed, device=device, progress=progress
+    )
     del model
     train_seconds = time.perf_counter() - wall
     judge = AttributeClassifier.fit(
-        image_bank(1000, config.model.size, procedural_fraction=0.0, seed=config.seed + 1), config.model.colours
+        image_bank(1000, config.model.size, procedural_fraction=0.0, seed=config.seed + 1),
+        config.model.colours,
     )
     clips = _clips(config)
+    pairs = [(c.name, col) for c in config.clips for col in c.colours]
     reference = {
-        "source": _summary({f"{c.name}/{col}": _edit_metrics(clips[c.name], clips[c.name], col, judge)
-                            for c in config.clips for col in c.colours}),
-        "ideal_recolouring": _summary({f"{c.name}/{col}": _edit_metrics(tint(clips[c.name], col), clips[c.name],
-                                                                       col, judge)
-                                       for c in config.clips for col in c.colours}),
-    }  # fmt: skip
+        "source": _summary({f"{n}/{col}": _edit_metrics(clips[n], clips[n], col, judge) for n, col in pairs}),
+        "ideal_recolouring": _summary(
+            {f"{n}/{col}": _edit_metrics(tint(clips[n], col), clips[n], col, judge) for n, col in pairs}
+        ),
+    }
     cache = out / "cache"
     results = {}
     for row in tqdm(config.rows, desc="rows", disable=not progress):
@@ -280,7 +291,7 @@ def run_benchmark(
 
 #: The ControlVideo stage of ``python -m vision demo``: one clip, one edit, per-frame vs full.
 DEMO_STAGES: dict[str, dict] = {
-    "quick": {"steps": 800, "frames": 8, "edit_steps": 20, "tune_steps": 50},
+    "quick": {"steps": 400, "frames": 8, "edit_steps": 20, "tune_steps": 30},
     "smoke": {"steps": 3, "frames": 3, "edit_steps": 2, "tune_steps": 1, "size": 8, "channels": (8, 16),
               "text_dim": 8, "bank": 24, "batch": 4, "groups": 4},
 }  # fmt: skip
@@ -296,7 +307,9 @@ def run_controlvideo_demo(
         raise ValueError(f"unknown demo preset {preset!r}; expected one of {sorted(DEMO_STAGES)}")
     stage = dict(DEMO_STAGES[preset])
     base = PRESETS["quick"]
-    model_fields = {k: stage.pop(k) for k in ("size", "channels", "text_dim", "bank", "batch", "groups") if k in stage}
+    model_fields = {
+        k: stage.pop(k) for k in ("size", "channels", "text_dim", "bank", "batch", "groups") if k in stage
+    }
     config = dataclasses.replace(
         base, model=dataclasses.replace(base.model, steps=stage["steps"], **model_fields),
         clips=(dataclasses.replace(base.clips[0], colours=base.clips[0].colours[:1]),),
@@ -307,13 +320,13 @@ def run_controlvideo_demo(
     metrics = run_benchmark(config, out / "controlvideo", device=device, progress=progress)
     clip, colour = config.clips[0].name, config.clips[0].colours[0]
     lines = [
-        f"## vision — ControlVideo: editing the held-out clip `{clip}` to \"{attribute_prompt(colour)}\"",
+        f'## vision — ControlVideo: editing the held-out clip `{clip}` to "{attribute_prompt(colour)}"',
         "",
         f"A small text-to-image model with a ControlNet (Canny edges), trained here for {config.model.steps} "
         f"steps on other clips and photographs ({metrics['train_seconds']:.0f} s), edits {config.frames} "
-        f"frames of {config.model.size}x{config.model.size} px: DDIM inversion with \"{SOURCE_PROMPT}\", "
-        f"then {config.steps} DDIM steps toward the prompt at guidance {config.guidance:g}. Per-frame editing "
-        "uses the image model; ControlVideo adds key-frame and temporal attention and "
+        f'frames of {config.model.size}x{config.model.size} px: DDIM inversion with "{SOURCE_PROMPT}", '
+        f"then {config.steps} DDIM steps toward the prompt at guidance {config.guidance:g}. Per-frame "
+        "editing uses the image model; ControlVideo adds key-frame and temporal attention and "
         f"{config.tune_steps} steps of one-shot tuning. Warping error along the source's optical flow "
         "(lower = steadier), edit accuracy = frames whose colour statistic matches the prompt, edge F1 "
         "against the source's edges.",
@@ -325,7 +338,8 @@ def run_controlvideo_demo(
         lines.append(f"| {name} | " + " | ".join(f"{row[k]['mean']:.3f}" for k in METRICS) + " |")
     lines += [
         "",
-        f"![rows: source, edges, ideal recolouring, per-frame, ControlVideo](./controlvideo/strip-{clip}.png)",
+        "![rows: source, edges, ideal recolouring, per-frame, ControlVideo]"
+        f"(./controlvideo/strip-{clip}.png)",
         "",
     ]
     report = out / "report.md"

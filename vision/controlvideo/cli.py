@@ -11,7 +11,12 @@ import torch
 from core.files import write_json
 from core.training import resolve_device
 
-__all__ = ["add_controlvideo_benchmark", "add_edit_video_command", "run_controlvideo_benchmark", "run_edit_video"]
+__all__ = [
+    "add_controlvideo_benchmark",
+    "add_edit_video_command",
+    "run_controlvideo_benchmark",
+    "run_edit_video",
+]
 
 _DTYPES = {
     "float32": torch.float32,
@@ -195,5 +200,7 @@ def run_controlvideo_benchmark(args: argparse.Namespace) -> int:
         print(f"{name:<20}" + "".join(f"{row[k]['mean']:>13.4f} ± {row[k]['std']:<6.4f}" for k in keys))
     for k, v in metrics["targets"].items():
         print(f"{k}: {v}")
-    print(f"wall time {metrics['wall_seconds']:.0f} s (training {metrics['train_seconds']:.0f} s); wrote {out}")
+    print(
+        f"wall time {metrics['wall_seconds']:.0f} s (training {metrics['train_seconds']:.0f} s); wrote {out}"
+    )
     return 0

@@ -61,7 +61,7 @@ class T2IConfig:
     colours: tuple[str, ...] = tuple(COLOURS)
     bank: int = 4000
     procedural_fraction: float = 0.25
-    steps: int = 3000
+    steps: int = 2000
     batch: int = 16
     lr: float = 3e-4
     prompt_dropout: float = 0.1
@@ -167,7 +167,9 @@ def _training_sources() -> list[np.ndarray]:
         img = getattr(skd, name)()
         out.append(np.ascontiguousarray((img[0] if isinstance(img, tuple) else img)[..., :3]))
     if not out:
-        raise FileNotFoundError("no training images: opencv-doc's clips and scikit-image's photographs are missing")
+        raise FileNotFoundError(
+            "no training images: opencv-doc's clips and scikit-image's photographs are missing"
+        )
     return out
 
 
