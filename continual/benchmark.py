@@ -11,6 +11,7 @@ hyper-parameters). Each (scenario, method, seed) result is cached as JSON, so a 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import statistics
@@ -33,7 +34,15 @@ from core.plotting import save_figure  # noqa: E402
 from .methods import METHODS, Learner, MethodConfig, make_learner  # noqa: E402
 from .scenarios import SCENARIOS, Scenario, Split, make_scenario  # noqa: E402
 
-__all__ = ["PRESETS", "BenchmarkConfig", "accuracy", "run_benchmark", "run_stream", "stream_metrics"]
+__all__ = [
+    "PRESETS",
+    "BenchmarkConfig",
+    "accuracy",
+    "run_benchmark",
+    "run_key",
+    "run_stream",
+    "stream_metrics",
+]
 
 
 @dataclass
@@ -123,7 +132,8 @@ def run_stream(
         for j, other in enumerate(scenario):
             matrix[i][j] = accuracy(learner, other.test)
         if grid_per_class and learner.has_generator:
-            sample = learner.replay(learner.seen, grid_per_class)
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                sample = learner.replay(learner.seen, grid_per_class)  # leaves the training RNG alone
             if sample is not None:
                 grids.append(sample)
     seconds = time.perf_counter() - start
@@ -208,6 +218,17 @@ def _summary(results: list[dict[str, object]]) -> dict[str, object]:
     }
 
 
+def run_key(config: BenchmarkConfig) -> str:
+    """A short digest of the settings a cached run depends on (the methods' config and the data
+    caps), so a changed preset or ``--set`` never reuses a stale run."""
+    relevant = {
+        "method": dataclasses.asdict(config.method),
+        "train_per_class": config.train_per_class,
+        "test_per_class": config.test_per_class,
+    }
+    return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def run_benchmark(
     config: BenchmarkConfig, out: Path, *, device: torch.device, seed: int = 0
 ) -> dict[str, object]:
@@ -217,23 +238,23 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.json")
     jobs = [(s, m, k) for s in config.scenarios for k in range(config.seeds) for m in config.methods]
+    key = run_key(config)
     results: dict[str, dict[str, list]] = {s: {m: [] for m in config.methods} for s in config.scenarios}
     cached_scenarios: dict[tuple[str, int], Scenario] = {}
     bar = tqdm(jobs, desc="continual benchmark", unit="run")
     for scen, method, k in bar:
         run_seed = seed + k
-        path = out / "cache" / scen / f"{method}-seed{run_seed}.json"
+        path = out / "cache" / scen / f"{method}-seed{run_seed}-{key}.json"
         if path.exists():
             results[scen][method].append(json.loads(path.read_text()))
             continue
         bar.set_postfix_str(f"{scen} {method} seed {run_seed}")
-        key = (scen, run_seed)
-        if key not in cached_scenarios:
+        if (scen, run_seed) not in cached_scenarios:
             cached_scenarios.clear()
-            cached_scenarios[key] = make_scenario(
+            cached_scenarios[(scen, run_seed)] = make_scenario(
                 scen, run_seed, train_per_class=config.train_per_class, test_per_class=config.test_per_class
             )
-        scenario = cached_scenarios[key]
+        scenario = cached_scenarios[(scen, run_seed)]
         per = config.grid_per_class if k == 0 else 0
         metrics, grids = run_stream(
             scenario, method, config.method, device=device, seed=run_seed, grid_per_class=per

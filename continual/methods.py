@@ -14,9 +14,11 @@ keeps real data of a finished task except ``joint`` (the upper bound).
   generator on the current classes whose outputs for earlier classes are held to the previous
   generator's for the same (z, y); the classifier is trained on real + conditionally replayed data.
 * ``tmn`` - Triple-Memory Networks (Wang et al. 2021): a conditional generator (hippocampus)
-  trained on real + replayed data and protected by EWC, a WGAN-GP critic with an auxiliary class
-  head (prefrontal cortex) trained on real and replayed data under EWC, and a classifier
-  (neocortex) trained on real + replayed data and distilled from the critic's head under EWC.
+  protected by learned per-task masks on its hidden units (DGMw's hard attention, as in TMN's
+  public code; ``tmn_generator="ewc"``: trained on real + replayed data under EWC instead), a
+  WGAN-GP critic with an auxiliary class head (prefrontal cortex) trained on real and replayed
+  data under EWC, and a classifier (neocortex) trained on real + replayed data and distilled from
+  the critic's head under EWC.
   Ablations: ``tmn-no-generator`` (no replay), ``tmn-no-critic-head`` (a projection critic
   without class head and no distillation), ``tmn-no-classifier`` (predict with the critic's head).
 """
@@ -41,17 +43,22 @@ from .scenarios import Split, Task
 __all__ = ["METHODS", "MethodConfig", "Learner", "make_learner", "train_classifier", "train_gan"]
 
 
+TMN_GENERATORS = ("masks", "ewc")
+
+
 @dataclass
 class MethodConfig:
     """Sizes and hyper-parameters shared by all methods (steps are per task; the defaults are the
-    ``quick`` benchmark's). EWC weights multiply the mean per-sample Fisher."""
+    ``quick`` benchmark's). EWC weights multiply the mean per-sample Fisher. ``tmn_generator``:
+    how TMN protects its generator, ``"masks"`` (per-task hard-attention masks, sparsity weight
+    ``tmn_mask_sparsity``) or ``"ewc"`` (weight ``tmn_generator_ewc``)."""
 
     hidden: int = 128
     latent_dim: int = 64
     batch_size: int = 64
-    classifier_steps: int = 150
+    classifier_steps: int = 400
     lr: float = 1e-3
-    gan_steps: int = 150
+    gan_steps: int = 400
     n_critic: int = 2
     gan_lr: float = 5e-4
     gp: float = 10.0
@@ -60,11 +67,13 @@ class MethodConfig:
     si_xi: float = 0.1
     fisher_samples: int = 64
     tmn_critic_ewc: float = 1e4
-    tmn_classifier_ewc: float = 100.0
+    tmn_classifier_ewc: float = 1000.0
+    tmn_generator: str = "masks"
     tmn_generator_ewc: float = 100.0
+    tmn_mask_sparsity: float = 0.75
     cls_weight: float = 1.0
     distill_temperature: float = 2.0
-    distill_weight: float = 1.0
+    distill_weight: float = 3.0
     replay_alignment: float = 10.0
 
     def __post_init__(self) -> None:
@@ -73,6 +82,10 @@ class MethodConfig:
                 raise ValueError(f"MethodConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.gan_steps < 0:
             raise ValueError(f"MethodConfig.gan_steps must be >= 0, got {self.gan_steps}")
+        if self.tmn_generator not in TMN_GENERATORS:
+            raise ValueError(
+                f"MethodConfig.tmn_generator must be one of {TMN_GENERATORS}, got {self.tmn_generator!r}"
+            )
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -170,6 +183,122 @@ class _ImageGenerator(nn.Module):
         return torch.tanh(self.net(z, y)).reshape(-1, *self.shape)
 
 
+class _MaskedGenerator(nn.Module):
+    """A class-conditional MLP generator whose hidden units are gated by learned per-task masks
+    (hard attention to the task, Serra et al. 2018, as in DGMw, Ostapenko et al. 2019, the
+    generator of TMN's public code): z (B, latent) and y (B,) -> images (B, *shape) in [-1, 1].
+
+    Unit i of hidden layer l is scaled by ``sigmoid(s * e_l[t(y)])`` with ``t(y)`` the task that
+    introduced class y. :meth:`begin_task` fixes the classes of a new task; while it trains,
+    :meth:`anneal` raises ``s`` from ``1 / s_max`` to ``s_max`` (the masks become binary) and
+    :meth:`protect_gradients` zeroes the gradient of every weight that a previous task's mask uses,
+    so the images of earlier classes never change; :meth:`mask_penalty` keeps the new task's masks
+    sparse, leaving units free for later tasks. :meth:`end_task` adds the task's binary masks to
+    the used units."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        shape: tuple[int, ...],
+        hidden: int,
+        num_classes: int,
+        *,
+        depth: int = 2,
+        s_max: float = 400.0,
+        mask_lr: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.shape, self.latent_dim, self.s_max, self.mask_lr = shape, latent_dim, float(s_max), mask_lr
+        self.embed = nn.Embedding(num_classes, latent_dim)
+        widths = [latent_dim] + [hidden] * depth
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.out = nn.Linear(hidden, math.prod(shape))
+        # one mask embedding per task; a stream has at most one task per class
+        self.task_embed = nn.ModuleList(nn.Embedding(num_classes, hidden) for _ in range(depth))
+        for e in self.task_embed:
+            nn.init.normal_(e.weight)
+        self.register_buffer("class_task", torch.full((num_classes,), -1, dtype=torch.long))
+        self.register_buffer("used", torch.zeros(depth, hidden))  # units taken by earlier tasks
+        self.task, self.s = -1, self.s_max
+
+    def begin_task(self, classes: tuple[int, ...]) -> None:
+        self.task += 1
+        self.class_task[torch.tensor(classes, device=self.class_task.device)] = self.task
+
+    def anneal(self, frac: float) -> None:
+        """Set the mask sharpness for training progress ``frac`` in [0, 1]."""
+        self.s = 1 / self.s_max + (self.s_max - 1 / self.s_max) * frac
+
+    def masks(self, t: Tensor, s: float | None = None) -> list[Tensor]:
+        """Masks (B, hidden) of every hidden layer for task indices t (B,)."""
+        s = self.s if s is None else s
+        return [torch.sigmoid(s * e(t)) for e in self.task_embed]
+
+    def forward(self, z: Tensor, y: Tensor) -> Tensor:
+        t = self.class_task[y]
+        if bool((t < 0).any()):
+            raise ValueError(f"class(es) {sorted(set(y[t < 0].tolist()))} belong to no task begun so far")
+        # earlier tasks' classes are drawn with their final, binary masks
+        s = torch.where(t == self.task, self.s, self.s_max).unsqueeze(1)
+        h = z * (1.0 + self.embed(y))
+        for layer, e in zip(self.layers, self.task_embed, strict=True):
+            h = torch.relu(layer(h)) * torch.sigmoid(s * e(t))
+        return torch.tanh(self.out(h)).reshape(-1, *self.shape)
+
+    def mask_penalty(self, weight: float) -> Tensor:
+        """``weight`` x the share of the free units that the current task's masks take."""
+        t = torch.tensor([self.task], device=self.used.device)
+        m = torch.cat([a[0] for a in self.masks(t)])
+        free = 1 - self.used.flatten()
+        return weight * (m * free).sum() / free.sum().clamp_min(1.0)
+
+    @torch.no_grad()
+    def protect_gradients(self) -> None:
+        """Zero the gradients of weights used by earlier tasks; scale the mask embeddings'
+        gradients to the annealed sharpness (Serra et al. 2018, eq. 6). Call it between
+        ``backward`` and the step of an optimizer created for this task (a momentum carried over
+        from an earlier task would still move the protected weights)."""
+        prev = None
+        for layer, used in zip(self.layers, self.used, strict=True):
+            keep_out = 1 - used
+            if layer.weight.grad is not None:
+                if prev is None:
+                    layer.weight.grad *= keep_out.unsqueeze(1)
+                else:
+                    layer.weight.grad *= 1 - torch.minimum(used.unsqueeze(1), prev.unsqueeze(0))
+                layer.bias.grad *= keep_out
+            prev = used
+        if self.out.weight.grad is not None:
+            self.out.weight.grad *= 1 - prev.unsqueeze(0)
+            if self.task > 0:
+                self.out.bias.grad.zero_()
+        if self.task > 0 and self.embed.weight.grad is not None:
+            old = (self.class_task >= 0) & (self.class_task < self.task)
+            self.embed.weight.grad[old] = 0
+        for e in self.task_embed:
+            e.weight.clamp_(-6, 6)
+            if e.weight.grad is not None:
+                e.weight.grad[: self.task] = 0  # earlier tasks' masks are fixed
+                num = torch.cosh((self.s * e.weight).clamp(-50, 50)) + 1
+                den = torch.cosh(e.weight) + 1
+                e.weight.grad *= self.s_max / self.s * num / den
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Adam groups: the network at ``lr``, the mask embeddings at ``mask_lr`` (Adam's steps
+        are ~lr each, and a mask must be able to cross from on to off within one task)."""
+        masks = [p for e in self.task_embed for p in e.parameters()]
+        ids = {id(p) for p in masks}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": rest, "lr": lr}, {"params": masks, "lr": self.mask_lr}]
+
+    @torch.no_grad()
+    def end_task(self) -> None:
+        t = torch.tensor([self.task], device=self.used.device)
+        binary = torch.stack([(m[0] > 0.5).float() for m in self.masks(t, self.s_max)])
+        self.used.copy_(torch.maximum(self.used, binary))
+        self.s = self.s_max
+
+
 def train_gan(
     gen: _ImageGenerator,
     critic: nn.Module,
@@ -196,11 +325,15 @@ def train_gan(
     if cfg.gan_steps == 0:
         return
     device = next(gen.parameters()).device
-    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.9))
+    masked = isinstance(gen, _MaskedGenerator)
+    groups = gen.param_groups(cfg.gan_lr) if masked else gen.parameters()
+    opt_g = torch.optim.Adam(groups, lr=cfg.gan_lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.9))
     n_old = len(old) if replay is not None else 0
     b_real, b_old = _shares(cfg.batch_size, len(current), n_old)
     labels = torch.tensor(current + (old if n_old else ()), device=device)
+    # a masked generator cannot change its earlier classes: its own steps draw the current ones
+    gen_labels = torch.tensor(current, device=device) if masked else labels
     old_labels = torch.tensor(old, device=device) if old else None
 
     def real_batch() -> tuple[Tensor, Tensor]:
@@ -211,14 +344,16 @@ def train_gan(
             x, y = torch.cat([x, xr.flatten(1)]), torch.cat([y, yr])
         return x, y
 
-    def fake_batch(n: int) -> tuple[Tensor, Tensor]:
+    def fake_batch(n: int, pool: Tensor = labels) -> tuple[Tensor, Tensor]:
         z = torch.randn(n, gen.latent_dim, device=device)
         if kind == "uncond":
             return gen(z).flatten(1), torch.zeros(n, dtype=torch.long, device=device)
-        y = labels[torch.randint(len(labels), (n,), device=device)]
+        y = pool[torch.randint(len(pool), (n,), device=device)]
         return gen(z, y).flatten(1), y
 
-    for _ in range(cfg.gan_steps):
+    for step in range(cfg.gan_steps):
+        if masked:
+            gen.anneal(step / max(1, cfg.gan_steps - 1))
         for _ in range(cfg.n_critic):
             x, y = real_batch()
             with torch.no_grad():
@@ -236,7 +371,7 @@ def train_gan(
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
-        fake, yf = fake_batch(cfg.batch_size)
+        fake, yf = fake_batch(cfg.batch_size, gen_labels)
         if kind == "ac":
             loss_g = acwgan_generator_loss(critic, fake, yf, cls=cfg.cls_weight)
         elif kind == "proj":
@@ -255,6 +390,8 @@ def train_gan(
             loss_g = loss_g + gen_penalty()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
+        if masked:
+            gen.protect_gradients()
         opt_g.step()
 
 
@@ -457,6 +594,9 @@ class TMNLearner(_GenerativeLearner):
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
         c = self.cfg
+        self.masked = c.tmn_generator == "masks"
+        if self.masked:
+            self.gen = _MaskedGenerator(c.latent_dim, self.shape, c.hidden, self.num_classes).to(self.device)
         if self.use_critic_head:
             self.critic: nn.Module = ClassHeadCritic(self.in_dim, self.num_classes, hidden=c.hidden).to(
                 self.device
@@ -473,6 +613,11 @@ class TMNLearner(_GenerativeLearner):
         c, old = self.cfg, self.seen
         replay = self._cond_replay(old) if (old and self.use_generator) else None
         n_old = len(old) if replay is not None else 0
+        if self.masked:
+            self.gen.begin_task(task.classes)
+            gen_penalty = lambda: self.gen.mask_penalty(c.tmn_mask_sparsity)  # noqa: E731
+        else:
+            gen_penalty = self.ewc_gen.penalty
         if self.use_critic_head and self.use_generator:
             train_gan(
                 self.gen,
@@ -484,7 +629,7 @@ class TMNLearner(_GenerativeLearner):
                 current=task.classes,
                 old=old,
                 replay=replay,
-                gen_penalty=self.ewc_gen.penalty,
+                gen_penalty=gen_penalty,
                 critic_penalty=self.ewc_critic.penalty,
             )
         elif self.use_generator:
@@ -498,7 +643,7 @@ class TMNLearner(_GenerativeLearner):
                 current=task.classes,
                 old=old,
                 replay=replay,
-                gen_penalty=self.ewc_gen.penalty,
+                gen_penalty=gen_penalty,
             )
         else:  # no hippocampus: the critic's head still learns the classes, without replay
             train_classifier(
@@ -525,6 +670,8 @@ class TMNLearner(_GenerativeLearner):
                 distill_weight=c.distill_weight,
             )
         self.seen = self.seen + task.classes
+        if self.masked:
+            self.gen.end_task()
         self._consolidate(task, replay, n_old)
         if self.use_generator:
             self._snapshot()
@@ -537,7 +684,7 @@ class TMNLearner(_GenerativeLearner):
             self.ewc_classifier.consolidate(predictive_fisher(self.classifier, x))
         if self.use_critic_head:
             self.ewc_critic.consolidate(predictive_fisher(self.critic, x.flatten(1), head=lambda out: out[1]))
-        if self.use_generator:
+        if self.use_generator and not self.masked:
             z = torch.randn(n, c.latent_dim, device=self.device)
             labels = torch.tensor(task.classes, device=self.device)
             y = labels[torch.randint(len(labels), (n,), device=self.device)]

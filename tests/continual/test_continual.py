@@ -3,6 +3,7 @@ the shared loops, the paper preset's sizes, forgetting and its bounds on Split-D
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -144,9 +145,68 @@ def test_benchmark_caches_and_resumes(tmp_path, monkeypatch):
     assert len(saved["results"]["split-digits"]["finetune"]["runs"]) == 2
     assert "over_best_replay" not in saved["targets"].get("split-digits", {})  # no TMN row
     calls = []
-    monkeypatch.setattr(bm, "run_stream", lambda *a, **k: calls.append(a))
+    real_run_stream = bm.run_stream
+    monkeypatch.setattr(bm, "run_stream", lambda *a, **k: calls.append(a) or real_run_stream(*a, **k))
     run_benchmark(cfg, tmp_path, device=torch.device("cpu"))  # everything cached
     assert calls == []
+    changed = dataclasses.replace(cfg, method=dataclasses.replace(TINY, classifier_steps=4))
+    run_benchmark(changed, tmp_path, device=torch.device("cpu"))  # new settings: no stale cache
+    assert len(calls) == 4
+
+
+def test_replay_grids_leave_the_results_alone():
+    scenario = Scenario("toy", _toy_data(), [[0, 1], [2, 3]], num_classes=4)
+    for method in ("mergan", "tmn"):
+        plain, _ = run_stream(scenario, method, TINY, device=torch.device("cpu"), seed=0)
+        drawn, grids = run_stream(
+            scenario, method, TINY, device=torch.device("cpu"), seed=0, grid_per_class=3
+        )
+        assert grids and drawn["accuracy_matrix"] == plain["accuracy_matrix"]
+        assert drawn["val_final_accuracy"] == plain["val_final_accuracy"]
+
+
+def test_masked_generator_keeps_earlier_classes_exactly():
+    from continual.methods import _MaskedGenerator
+
+    torch.manual_seed(0)
+    gen = _MaskedGenerator(8, (1, 4, 4), 32, 4)
+
+    def learn(classes: tuple[int, ...], steps: int = 30) -> None:
+        gen.begin_task(classes)
+        opt = torch.optim.Adam(gen.param_groups(1e-2))  # a fresh optimizer per task, as train_gan
+        y = torch.tensor(classes).repeat(8)
+        for i in range(steps):
+            gen.anneal(i / (steps - 1))
+            loss = (gen(torch.randn(len(y), 8), y) - 0.5).pow(2).mean() + gen.mask_penalty(0.75)
+            opt.zero_grad()
+            loss.backward()
+            gen.protect_gradients()
+            opt.step()
+        gen.end_task()
+
+    learn((0, 1))
+    z, y = torch.randn(6, 8), torch.tensor([0, 1, 0, 1, 0, 1])
+    first, used = gen(z, y).detach().clone(), gen.used.clone()
+    assert 0 < used.sum() < used.numel()
+    learn((2, 3))
+    assert torch.equal(gen(z, y), first)  # task 0's images are untouched by task 1's training
+    assert bool((gen.used >= used).all()) and gen.used.sum() > used.sum()
+    # without the record of used units, the same training moves them
+    gen.used.zero_()
+    gen.task -= 1
+    learn((2, 3))
+    assert not torch.allclose(gen(z, y), first)
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\] belong to no task"):
+        _MaskedGenerator(8, (1, 4, 4), 32, 4)(torch.randn(1, 8), torch.tensor([1]))
+
+
+def test_tmn_generator_choice_is_validated():
+    with pytest.raises(ValueError, match="tmn_generator must be one of"):
+        MethodConfig(tmn_generator="hat")
+    scenario = Scenario("toy", _toy_data(), [[0, 1], [2, 3]], num_classes=4)
+    ewc_cfg = dataclasses.replace(TINY, tmn_generator="ewc")
+    metrics, _ = run_stream(scenario, "tmn", ewc_cfg, device=torch.device("cpu"), seed=0)
+    assert 0 <= metrics["final_accuracy"] <= 1
 
 
 def test_cli_rejects_unknown_method_and_field(capsys):
