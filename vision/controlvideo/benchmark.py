@@ -345,5 +345,5 @@ def run_controlvideo_demo(
     report = out / "report.md"
     previous = report.read_text() if report.exists() else ""
     with atomic_write(report) as tmp:
-        Path(tmp).write_text(previous.rstrip("\n") + "\n\n" + "\n".join(lines))
+        Path(tmp).write_text((previous.rstrip("\n") + "\n\n" if previous else "") + "\n".join(lines))
     return metrics
