@@ -128,6 +128,8 @@ def test_benchmark_end_to_end_and_resume(tmp_path):
     for row in metrics["rows"].values():
         for k in ("warping_error", "frame_consistency", "edit_accuracy", "edge_f1"):
             assert set(row[k]) == {"mean", "std", "values"} and len(row[k]["values"]) == 1
+    assert metrics["rows"]["per_frame"]["warping_ratio_to_per_frame"]["mean"] == pytest.approx(1.0)
+    assert metrics["rows"]["keyframe"]["warping_ratio_to_ideal"]["mean"] > 0
     # temporal attention starts as the identity: without tuning it changes nothing
     kf, kt = metrics["per_edit"]["keyframe"], metrics["per_edit"]["keyframe_temporal"]
     assert kf["tree/red"]["warping_error"] == pytest.approx(kt["tree/red"]["warping_error"], abs=1e-6)

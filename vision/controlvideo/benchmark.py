@@ -11,7 +11,10 @@ ControlVideo), and Zhang et al.'s training-free fully cross-frame attention. Per
 - ``frame_consistency``: mean cosine of consecutive edited frames (centred pixels);
 - ``edit_accuracy``: fraction of frames the attribute classifier
   (:class:`~.attributes.AttributeClassifier`, a colour statistic) assigns to the target colour;
-- ``edge_f1``: Canny edges of the edit against the source's (structure kept).
+- ``edge_f1``: Canny edges of the edit against the source's (structure kept);
+- ``warping_ratio_to_per_frame`` / ``warping_ratio_to_ideal``: each edit's warping error over the
+  per-frame edit's and over the ideal recolouring's of the same clip and colour (paired, so the
+  clips' very different motion does not swamp the comparison).
 
 References measured by the same code: the source clip itself and the ideal edit (the source
 recoloured by the exact filter the prompts were trained on). ``targets`` checks the issue's
@@ -273,6 +276,18 @@ def run_benchmark(
     for row in tqdm(config.rows, desc="rows", disable=not progress):
         results[row] = _run_row(row, out / "t2i" / "model", clips, config, judge, dev, cache, progress=False)
     rows = {r: _summary(res["metrics"]) | {"seconds": res["seconds"]} for r, res in results.items()}
+    ideal = {
+        f"{n}/{col}": warping_error(tint(clips[n], col), clips[n]) for n, col in pairs
+    }  # the warping error of a perfectly faithful edit, per edit
+    for r, res in results.items():
+        rows[r]["warping_ratio_to_ideal"] = _stats(
+            [v["warping_error"] / ideal[k] for k, v in res["metrics"].items()]
+        )
+        if "per_frame" in results:
+            base = results["per_frame"]["metrics"]
+            rows[r]["warping_ratio_to_per_frame"] = _stats(
+                [v["warping_error"] / base[k]["warping_error"] for k, v in res["metrics"].items()]
+            )
     metrics = {
         "rows": rows,
         "reference": reference,
