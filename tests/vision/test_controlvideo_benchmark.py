@@ -17,10 +17,10 @@ from vision.controlvideo.attributes import (  # noqa: E402
     COLOURS,
     AttributeClassifier,
     attribute_prompt,
-    luminance,
     tint,
 )
 from vision.controlvideo.benchmark import PRESETS, ROWS, ClipSpec, bench_config, run_benchmark  # noqa: E402
+from vision.controlvideo.controls import luminance  # noqa: E402
 from vision.controlvideo.train import T2IConfig, build_model, image_bank, train_t2i_controlnet  # noqa: E402
 
 torch.set_num_threads(1)
@@ -162,7 +162,7 @@ def test_paper_preset_builds_and_steps():
     from vision.controlvideo.train import TextToImageControl, _loss_fn
 
     module = TextToImageControl(model)
-    loss_fn = _loss_fn(cfg, model.scheduler_config)
+    loss_fn = _loss_fn(cfg, model.denoiser())
     opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
     images = torch.rand(2, 3, cfg.size, cfg.size)
     for _ in range(2):

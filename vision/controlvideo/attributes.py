@@ -16,13 +16,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .controls import luminance
+
 __all__ = [
     "COLOURS",
     "SOURCE_PROMPT",
     "AttributeClassifier",
     "attribute_prompt",
     "attributes",
-    "luminance",
     "tint",
 ]
 
@@ -35,7 +36,6 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "purple": (0.75, 0.3, 1.0),
 }
 SOURCE_PROMPT = "a photo"
-_LUMA = (0.299, 0.587, 0.114)
 
 
 def attributes(colours: tuple[str, ...] | list[str] = tuple(COLOURS)) -> list[str]:
@@ -52,14 +52,6 @@ def attribute_prompt(attribute: str) -> str:
         return SOURCE_PROMPT
     attributes([attribute])
     return f"a {attribute} photo"
-
-
-def luminance(x: Tensor) -> Tensor:
-    """ITU-R BT.601 luminance of images (..., 3, H, W) -> (..., 1, H, W)."""
-    if x.dim() < 3 or x.shape[-3] != 3:
-        raise ValueError(f"images must have shape (..., 3, H, W), got {tuple(x.shape)}")
-    w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return (x * w).sum(-3, keepdim=True)
 
 
 def tint(x: Tensor, colour: str | Tensor) -> Tensor:

@@ -203,6 +203,11 @@ def _summary(per_edit: dict[str, dict]) -> dict:
     return {m: _stats([v[m] for v in per_edit.values()]) for m in METRICS}
 
 
+def _warping_ratio(per_edit: dict[str, dict], reference: dict[str, dict]) -> dict:
+    """Each edit's warping error over the reference's for the same clip and colour."""
+    return _stats([v["warping_error"] / reference[k]["warping_error"] for k, v in per_edit.items()])
+
+
 def _targets(rows: dict[str, dict]) -> dict:
     if "controlvideo" not in rows or "per_frame" not in rows:
         return {}
@@ -265,28 +270,19 @@ def run_benchmark(
     )
     clips = _clips(config)
     pairs = [(c.name, col) for c in config.clips for col in c.colours]
-    reference = {
-        "source": _summary({f"{n}/{col}": _edit_metrics(clips[n], clips[n], col, judge) for n, col in pairs}),
-        "ideal_recolouring": _summary(
-            {f"{n}/{col}": _edit_metrics(tint(clips[n], col), clips[n], col, judge) for n, col in pairs}
-        ),
-    }
+    source = {f"{n}/{col}": _edit_metrics(clips[n], clips[n], col, judge) for n, col in pairs}
+    ideal = {f"{n}/{col}": _edit_metrics(tint(clips[n], col), clips[n], col, judge) for n, col in pairs}
+    reference = {"source": _summary(source), "ideal_recolouring": _summary(ideal)}
     cache = out / "cache"
     results = {}
     for row in tqdm(config.rows, desc="rows", disable=not progress):
         results[row] = _run_row(row, out / "t2i" / "model", clips, config, judge, dev, cache, progress=False)
     rows = {r: _summary(res["metrics"]) | {"seconds": res["seconds"]} for r, res in results.items()}
-    ideal = {
-        f"{n}/{col}": warping_error(tint(clips[n], col), clips[n]) for n, col in pairs
-    }  # the warping error of a perfectly faithful edit, per edit
     for r, res in results.items():
-        rows[r]["warping_ratio_to_ideal"] = _stats(
-            [v["warping_error"] / ideal[k] for k, v in res["metrics"].items()]
-        )
+        rows[r]["warping_ratio_to_ideal"] = _warping_ratio(res["metrics"], ideal)
         if "per_frame" in results:
-            base = results["per_frame"]["metrics"]
-            rows[r]["warping_ratio_to_per_frame"] = _stats(
-                [v["warping_error"] / base[k]["warping_error"] for k, v in res["metrics"].items()]
+            rows[r]["warping_ratio_to_per_frame"] = _warping_ratio(
+                res["metrics"], results["per_frame"]["metrics"]
             )
     metrics = {
         "rows": rows,
@@ -306,9 +302,10 @@ def run_benchmark(
 
 #: The ControlVideo stage of ``python -m vision demo``: one clip, one edit, per-frame vs full.
 DEMO_STAGES: dict[str, dict] = {
-    "quick": {"steps": 400, "frames": 8, "edit_steps": 20, "tune_steps": 30},
-    "smoke": {"steps": 3, "frames": 3, "edit_steps": 2, "tune_steps": 1, "size": 8, "channels": (8, 16),
-              "text_dim": 8, "bank": 24, "batch": 4, "groups": 4},
+    "quick": {"model": {"steps": 400}, "frames": 8, "steps": 20, "tune_steps": 30},
+    "smoke": {"model": {"steps": 3, "size": 8, "channels": (8, 16), "text_dim": 8, "bank": 24, "batch": 4,
+                        "groups": 4},
+              "frames": 3, "steps": 2, "tune_steps": 1},
 }  # fmt: skip
 
 
@@ -320,16 +317,12 @@ def run_controlvideo_demo(
     are appended to ``out/report.md``."""
     if preset not in DEMO_STAGES:
         raise ValueError(f"unknown demo preset {preset!r}; expected one of {sorted(DEMO_STAGES)}")
-    stage = dict(DEMO_STAGES[preset])
+    stage = DEMO_STAGES[preset]
     base = PRESETS["quick"]
-    model_fields = {
-        k: stage.pop(k) for k in ("size", "channels", "text_dim", "bank", "batch", "groups") if k in stage
-    }
     config = dataclasses.replace(
-        base, model=dataclasses.replace(base.model, steps=stage["steps"], **model_fields),
+        base, model=dataclasses.replace(base.model, **stage["model"]),
         clips=(dataclasses.replace(base.clips[0], colours=base.clips[0].colours[:1]),),
-        frames=stage["frames"], steps=stage["edit_steps"], tune_steps=stage["tune_steps"],
-        rows=("per_frame", "controlvideo"),
+        rows=("per_frame", "controlvideo"), **{k: v for k, v in stage.items() if k != "model"},
     )  # fmt: skip
     out = Path(out)
     metrics = run_benchmark(config, out / "controlvideo", device=device, progress=progress)

