@@ -11,7 +11,6 @@ hyper-parameters). Each (scenario, method, seed) result is cached as JSON, so a 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import statistics
@@ -30,6 +29,7 @@ from tqdm import tqdm  # noqa: E402
 from core.config import save_config  # noqa: E402
 from core.data import atomic_write  # noqa: E402
 from core.plotting import save_figure  # noqa: E402
+from core.runs import settings_digest  # noqa: E402
 
 from .methods import METHODS, Learner, MethodConfig, make_learner  # noqa: E402
 from .scenarios import SCENARIOS, Scenario, Split, make_scenario  # noqa: E402
@@ -226,7 +226,7 @@ def run_key(config: BenchmarkConfig) -> str:
         "train_per_class": config.train_per_class,
         "test_per_class": config.test_per_class,
     }
-    return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]
+    return settings_digest(relevant)
 
 
 def run_benchmark(

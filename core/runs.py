@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -50,6 +51,7 @@ __all__ = [
     "run_command",
     "add_demo_arguments",
     "check_demo_output",
+    "settings_digest",
     "check_resume",
     "lock_run",
     "run_folder",
@@ -111,6 +113,12 @@ def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], ignore: I
     skip = set(ignore)
     keys = sorted((set(saved) | set(current)) - skip)
     return [k for k in keys if saved.get(k, "<missing>") != current.get(k, "<missing>")]
+
+
+def settings_digest(settings: Any) -> str:
+    """The first 10 hex digits of the SHA-1 of ``settings`` as sorted-key JSON: a short name for
+    a cached result, so a change of any setting it depends on never reuses a stale one."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def check_resume(folder: str | os.PathLike, config: Mapping[str, Any], ignore: Iterable[str] = ()) -> None:

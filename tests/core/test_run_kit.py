@@ -28,10 +28,19 @@ from core.runs import (
     check_resume,
     lock_run,
     run_folder,
+    settings_digest,
     validate_run_name,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_settings_digest_names_the_settings_not_their_order():
+    a = settings_digest({"lr": 1e-3, "steps": [1, 2], "name": "x"})
+    assert a == settings_digest({"name": "x", "steps": [1, 2], "lr": 1e-3})
+    assert len(a) == 10 and int(a, 16) >= 0
+    assert a != settings_digest({"lr": 1e-3, "steps": [1, 3], "name": "x"})
+    assert a != settings_digest({"lr": 2e-3, "steps": [1, 2], "name": "x"})
 
 
 # --- atomic writes --------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ so an interrupted run resumes where it stopped. Tasks run in parallel worker pro
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -27,6 +26,7 @@ from core import resolve_device
 from core.config import apply_overrides, config_to_dict, preset, save_config
 from core.data import atomic_write
 from core.plotting import save_figure
+from core.runs import settings_digest
 
 from .data import Task, load_task
 from .metrics import translation_metrics
@@ -242,9 +242,7 @@ def run_task(
         s = dataclasses.replace(settings, method=method)
         g = torch.Generator(device=dev).manual_seed(seed)
         relevant = {k: v for k, v in s.__dict__.items() if k not in _UNUSED.get(method, ())}
-        key = hashlib.sha1(
-            json.dumps([relevant, len(x), float(x.sum())], sort_keys=True).encode()
-        ).hexdigest()[:10]
+        key = settings_digest([relevant, len(x), float(x.sum())])
         return _cached_translation(
             folder / "translations" / f"{tag}_seed{seed}_{key}.pt",
             lambda: translate(den, x, s, classifier=clf.get(which) if which else None, generator=g).cpu(),
