@@ -29,7 +29,7 @@ class MoleculesConfig:
     layers: int = 4
     num_steps: int = 500
     batch_size: int = 64
-    edm_steps: int = 8000
+    edm_steps: int = 32_000
     edm_lr: float = 3e-4
     ema_decay: float = 0.999
     reg_hidden: int = 64
@@ -41,14 +41,14 @@ class MoleculesConfig:
     eval_layers: int = 4
     eval_steps: int = 3000
     eval_lr: float = 5e-4
-    num_targets: int = 400
+    num_targets: int = 1000
     sample_steps: int = 100
     sample_batch: int = 400
     scales: tuple[float, ...] = (1.0,)
     guide_until: float = 0.6
     xtb_calibration: int = 300
     speed_batch: int = 32
-    speed_repeats: int = 3
+    speed_repeats: int = 5
     subset: int | None = None
     seed: int = 0
     device: str = "auto"

@@ -63,6 +63,8 @@ def test_dynamics_translation_invariant_and_masks_padding():
 
 def test_dense_and_edge_list_egnn_compute_the_same_function():
     dense = EGNN(5, 4, hidden=16, layers=3).double()
+    for block in dense.blocks:  # coordinate updates of order 1 (the initialisation makes them tiny)
+        torch.nn.init.normal_(block.coord_out.weight, std=0.5)
     edges = EGNN(5, 4, hidden=16, layers=3, layout="edges").double()
     edges.load_state_dict(dense.state_dict())
     x, mask = _molecules()
@@ -70,6 +72,12 @@ def test_dense_and_edge_list_egnn_compute_the_same_function():
     hd, xd = dense(h, x[..., :3], mask)
     he, xe = edges(h, x[..., :3], mask)
     assert torch.allclose(hd, he, atol=1e-10) and torch.allclose(xd, xe, atol=1e-10)
+    assert (xd - x[..., :3]).abs().max() > 1e-2  # the coordinate path is exercised
+    with torch.no_grad():  # the sampling path (activations in place) computes the same
+        hn, xn = dense(h, x[..., :3], mask)
+        hen, xen = edges(h, x[..., :3], mask)
+    for a, b in ((hn, hd), (xn, xd), (hen, hd), (xen, xd)):
+        assert torch.allclose(a, b, atol=1e-10)
     with pytest.raises(ValueError, match="layout"):
         EGNN(5, 4, layout="sparse")
 
