@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import statistics
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePath
@@ -52,6 +53,7 @@ __all__ = [
     "add_demo_arguments",
     "check_demo_output",
     "settings_digest",
+    "seed_stats",
     "check_resume",
     "lock_run",
     "run_folder",
@@ -119,6 +121,19 @@ def settings_digest(settings: Any) -> str:
     """The first 10 hex digits of the SHA-1 of ``settings`` as sorted-key JSON: a short name for
     a cached result, so a change of any setting it depends on never reuses a stale one."""
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def seed_stats(values: Iterable[float]) -> dict[str, Any]:
+    """``{"mean", "std", "values"}`` of a result over seeds (or items): the mean, the sample
+    standard deviation (0 for a single value) and the values as floats."""
+    vals = [float(v) for v in values]
+    if not vals:
+        raise ValueError("seed_stats needs at least one value")
+    return {
+        "mean": statistics.fmean(vals),
+        "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+        "values": vals,
+    }
 
 
 def check_resume(folder: str | os.PathLike, config: Mapping[str, Any], ignore: Iterable[str] = ()) -> None:

@@ -28,6 +28,7 @@ from core.runs import (
     check_resume,
     lock_run,
     run_folder,
+    seed_stats,
     settings_digest,
     validate_run_name,
 )
@@ -41,6 +42,19 @@ def test_settings_digest_names_the_settings_not_their_order():
     assert len(a) == 10 and int(a, 16) >= 0
     assert a != settings_digest({"lr": 1e-3, "steps": [1, 3], "name": "x"})
     assert a != settings_digest({"lr": 2e-3, "steps": [1, 2], "name": "x"})
+
+
+def test_seed_stats_give_mean_and_sample_std():
+    import numpy as np
+
+    values = [0.61, 0.64, 0.70]
+    out = seed_stats(np.asarray(values))
+    assert out["values"] == values and all(type(v) is float for v in out["values"])
+    assert out["mean"] == pytest.approx(np.mean(values))
+    assert out["std"] == pytest.approx(np.std(values, ddof=1))
+    assert seed_stats([0.5]) == {"mean": 0.5, "std": 0.0, "values": [0.5]}
+    with pytest.raises(ValueError, match="at least one value"):
+        seed_stats([])
 
 
 # --- atomic writes --------------------------------------------------------------------------------

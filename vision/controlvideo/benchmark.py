@@ -24,7 +24,6 @@ three claims for ``controlvideo`` against ``per_frame``.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,8 +35,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from core.config import preset  # noqa: E402
 from core.files import atomic_write, write_json  # noqa: E402
 from core.plotting import save_figure  # noqa: E402
+from core.runs import seed_stats  # noqa: E402
 from core.training import resolve_device  # noqa: E402
 
 from .attributes import SOURCE_PROMPT, AttributeClassifier, attribute_prompt, tint  # noqa: E402
@@ -129,19 +130,9 @@ PRESETS: dict[str, ControlVideoBenchConfig] = {
 }
 
 
-def bench_config(preset: str, **overrides) -> ControlVideoBenchConfig:
+def bench_config(name: str, **overrides) -> ControlVideoBenchConfig:
     """A copy of the named preset with top-level fields replaced (``None`` values are ignored)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-    return dataclasses.replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
-
-
-def _stats(values: list[float]) -> dict:
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "values": values,
-    }
+    return preset(PRESETS, name, **overrides)
 
 
 def _edit_metrics(edited: torch.Tensor, clip: torch.Tensor, colour: str, judge: AttributeClassifier) -> dict:
@@ -200,12 +191,12 @@ def _run_row(
 
 
 def _summary(per_edit: dict[str, dict]) -> dict:
-    return {m: _stats([v[m] for v in per_edit.values()]) for m in METRICS}
+    return {m: seed_stats([v[m] for v in per_edit.values()]) for m in METRICS}
 
 
 def _warping_ratio(per_edit: dict[str, dict], reference: dict[str, dict]) -> dict:
     """Each edit's warping error over the reference's for the same clip and colour."""
-    return _stats([v["warping_error"] / reference[k]["warping_error"] for k, v in per_edit.items()])
+    return seed_stats([v["warping_error"] / reference[k]["warping_error"] for k, v in per_edit.items()])
 
 
 def _targets(rows: dict[str, dict]) -> dict:

@@ -19,14 +19,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from core import resolve_device
 from core.config import apply_overrides, config_to_dict, preset, save_config
 from core.data import atomic_write
 from core.plotting import save_figure
-from core.runs import settings_digest
+from core.runs import seed_stats, settings_digest
 
 from .data import Task, load_task
 from .metrics import translation_metrics
@@ -180,11 +179,6 @@ def select_settings(rows: list[dict], baselines: dict[float, dict[str, dict]]) -
     return min(rows, key=lambda r: fid_rank[id(r)] + ssim_rank[id(r)])
 
 
-def _stats(values: list[float]) -> dict:
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "values": a.tolist()}
-
-
 def _write_json(path: Path, obj) -> None:
     with atomic_write(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=2))
@@ -288,7 +282,7 @@ def run_task(
                                                 source_labels=labels, label_of=label_of))  # fmt: skip
             if seed == config.seeds[0]:
                 shown[tag] = y[pick]
-        methods[tag] = {k: _stats([r[k] for r in per_seed]) for k in per_seed[0]}
+        methods[tag] = {k: seed_stats([r[k] for r in per_seed]) for k in per_seed[0]}
     sensitivity = {}
     x_m = src[: config.m_grid_test]
     for tag, method, which in (("egsde", "egsde", "time"), ("sdedit", "sdedit", None)):
