@@ -38,7 +38,7 @@ from .attributes import COLOURS, attribute_prompt, attributes, tint
 from .controls import canny
 from .pipeline import VideoEditModel
 from .text import WordTextEncoder
-from .video import sample_clips
+from .video import decode_frames, sample_clips
 
 __all__ = ["T2IConfig", "TextToImageControl", "image_bank", "train_t2i_controlnet"]
 
@@ -143,23 +143,13 @@ def _procedural(size: int, rng: np.random.Generator) -> np.ndarray:
 
 def _training_sources() -> list[np.ndarray]:
     """Frames of the training clips (every 4th) and scikit-image's photographs, RGB uint8."""
-    import cv2
     import skimage.data as skd
 
     found = sample_clips()
     paths = [found[name] for name in TRAINING_CLIPS if name in found]
     out: list[np.ndarray] = []
     for path in paths:
-        cap = cv2.VideoCapture(str(path))
-        i = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if i % 4 == 0:
-                out.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-            i += 1
-        cap.release()
+        out += [frame for i, frame in enumerate(decode_frames(path)) if i % 4 == 0]
     for name in _PHOTOS:
         img = getattr(skd, name)()
         out.append(np.ascontiguousarray((img[0] if isinstance(img, tuple) else img)[..., :3]))

@@ -6,7 +6,9 @@ atomically (:func:`core.files.atomic_write`).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,15 @@ from torch import Tensor
 from core.files import atomic_write
 from core.plotting import save_image_grid
 
-__all__ = ["read_video", "sample_clips", "write_gif", "write_mp4", "write_strip", "write_video"]
+__all__ = [
+    "decode_frames",
+    "read_video",
+    "sample_clips",
+    "write_gif",
+    "write_mp4",
+    "write_strip",
+    "write_video",
+]
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 
@@ -59,6 +69,29 @@ def _crop_resize(frame: np.ndarray, h: int, w: int) -> np.ndarray:
     return cv2.resize(frame, (w, h), interpolation=interp)
 
 
+def decode_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """The frames of a video file in order, RGB uint8 (H, W, 3), until one cannot be read.
+
+    Raises:
+        ValueError: OpenCV cannot open the file (not a video or an unknown codec).
+    """
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise ValueError(
+                f"could not decode video {path}: OpenCV cannot open it (not a video or unknown codec)"
+            )
+        while True:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        cap.release()
+
+
 def read_video(
     path: str | os.PathLike,
     num_frames: int,
@@ -77,8 +110,6 @@ def read_video(
         ValueError: the file cannot be decoded, or holds fewer frames than requested (the message
             gives the count and how to ask for fewer).
     """
-    import cv2
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
@@ -86,25 +117,17 @@ def read_video(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     h, w = _size(size)
-    cap = cv2.VideoCapture(str(path))
     frames: list[np.ndarray] = []
     decoded = 0
-    try:
-        if not cap.isOpened():
-            raise ValueError(
-                f"could not decode video {path}: OpenCV cannot open it (not a video or unknown codec)"
-            )
-        wanted = {start + i * stride for i in range(num_frames)}
-        last = start + (num_frames - 1) * stride
-        while decoded <= last:
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                break
+    wanted = {start + i * stride for i in range(num_frames)}
+    last = start + (num_frames - 1) * stride
+    with contextlib.closing(decode_frames(path)) as stream:
+        for frame in stream:
             if decoded in wanted:
-                frames.append(_crop_resize(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), h, w))
+                frames.append(_crop_resize(frame, h, w))
             decoded += 1
-    finally:
-        cap.release()
+            if decoded > last:
+                break
     if decoded == 0:
         raise ValueError(f"could not decode video {path}: no frame could be read")
     if len(frames) < num_frames:
