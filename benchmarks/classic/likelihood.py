@@ -106,9 +106,9 @@ PRESETS = {
         eval_k=20, eval_chunk=10, vflow_eval_k=2, fid_samples=20, grid_samples=4, ckpt_every=2,
     ),
     "quick": LikelihoodPreset(
-        steps={"vae": 1000, "iwae5": 1000, "iwae50": 1000, "nade": 500, "realnvp": 2500, "vflow": 2500,
+        steps={"vae": 1000, "iwae5": 1000, "iwae50": 1000, "nade": 500, "realnvp": 5000, "vflow": 5000,
                "resflow": 250, "impflow": 250},
-        nade_hidden=200,
+        nade_hidden=200, vflow_eval_k=128,
     ),
     "paper": LikelihoodPreset(
         steps={"vae": 300_000, "iwae5": 300_000, "iwae50": 300_000, "nade": 200_000, "realnvp": 100_000,
