@@ -351,6 +351,7 @@ def run(preset_name: str, out: Path, device: str = "auto", *, seed: int = 0, **o
     out = Path(out)
     save_config(config, out / "config.json")
     dev = resolve_device(device)
+    torch.manual_seed(seed)  # initial weights from the seed, whatever ran before in this process
     models = build_models(config)
     data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     results: dict[str, dict] = {}

@@ -94,6 +94,16 @@ def test_driver_runs_every_stage_and_assembles_the_table(
     assert (out / "likelihood" / "vae" / "result.json").stat().st_mtime == vae_before
 
 
+def test_likelihood_stage_is_reproducible_whatever_ran_before(driver, cheap_metrics, tmp_path):
+    from classic import likelihood
+
+    torch.set_num_threads(1)
+    sizes = dict(steps=dict.fromkeys(likelihood.MODELS, 2), train_images=64, test_images=4)
+    first = likelihood.run("smoke", tmp_path / "a", "cpu", **sizes)["metrics"]
+    torch.rand(1000)  # e.g. a feature classifier trained first in the same process
+    assert likelihood.run("smoke", tmp_path / "b", "cpu", **sizes)["metrics"] == first
+
+
 def test_driver_rejects_unknown_stages(driver):
     with pytest.raises(SystemExit):
         driver.main(["--stages", "likelihood,nonsense"])
