@@ -24,12 +24,14 @@ def test_benchmark_writes_every_metric_and_resumes(tmp_path):
     metrics = run_benchmark(config, tmp_path, device="cpu", progress=False)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     res = on_disk["tasks"]["digits"]
-    assert set(res["methods"]) == {tag for tag, _, _ in BENCH_METHODS}
+    assert set(res["methods"]) == {tag for tag, *_ in BENCH_METHODS}
+    assert {"egsde", "sdedit", "ilvr", "ilvr_from_m"} <= set(res["methods"])
     for vals in res["methods"].values():
         assert set(vals) == {"fid", "ssim", "psnr", "l2", "identity_accuracy"}
         for stat in vals.values():
             assert len(stat["values"]) == 3 and stat["std"] == pytest.approx(np.std(stat["values"], ddof=1))
     assert [r["m"] for r in res["m_sensitivity"]["egsde"]] == [0.4, 0.6]
+    assert set(res["claims"]["egsde_vs"]) == {"sdedit", "ilvr"}
     chosen = res["tuning"]["chosen"]
     assert res["tuning"]["split"] == "validation" and len(res["tuning"]["grid"]) == 2
     assert (res["settings"]["lambda_s"], res["settings"]["lambda_i"]) == (
@@ -48,14 +50,49 @@ def test_benchmark_writes_every_metric_and_resumes(tmp_path):
 def test_selection_rule_compares_with_the_baselines_at_the_same_m():
     base = {0.3: {"sdedit": {"fid": 5.0, "ssim": 0.3}, "ilvr": {"fid": 6.0, "ssim": 0.5}},
             0.5: {"sdedit": {"fid": 4.0, "ssim": 0.2}, "ilvr": {"fid": 6.0, "ssim": 0.3}}}  # fmt: skip
-    cells = [(0.3, 1, 1.0, 0.4), (0.3, 2, 3.0, 0.6), (0.5, 3, 2.0, 0.35), (0.3, 4, 2.5, 0.55)]
+    # better than both baselines at its own M on FID and SSIM: 3 (at M = 0.5), 4 and 5; the best
+    # mean rank of FID and SSIM among them is 4; 1 has the lowest FID but loses on SSIM
+    cells = [(0.3, 1, 1.0, 0.4), (0.3, 2, 7.0, 0.9), (0.5, 3, 3.9, 0.35), (0.3, 4, 2.5, 0.7),
+             (0.3, 5, 4.9, 0.55)]  # fmt: skip
     rows = [{"m": m, "lambda_s": ls, "fid": f, "ssim": q} for m, ls, f, q in cells]
+    assert select_settings(rows, base)["lambda_s"] == 4
+    # none better on both: among those with a higher SSIM, the lowest FID
+    rows = [{"m": 0.3, "lambda_s": 1, "fid": 1.0, "ssim": 0.45},
+            {"m": 0.3, "lambda_s": 2, "fid": 8.0, "ssim": 0.6},
+            {"m": 0.5, "lambda_s": 3, "fid": 7.0, "ssim": 0.31}]  # fmt: skip
     assert select_settings(rows, base)["lambda_s"] == 3
     rows = [
         {"m": 0.3, "lambda_s": 1, "fid": 1.0, "ssim": 0.45},
         {"m": 0.3, "lambda_s": 2, "fid": 2.0, "ssim": 0.1},
     ]
-    assert select_settings(rows, base)["lambda_s"] == 1  # no row beats both: best mean rank
+    assert select_settings(rows, base)["lambda_s"] == 1  # no row has a higher SSIM: best mean rank
+
+
+def test_claims_compare_seed_means():
+    from vision.egsde.benchmark import egsde_claims
+
+    def row(fid, ssim):
+        return {"fid": {"mean": fid}, "ssim": {"mean": ssim}}
+
+    methods = {"egsde": row(2.0, 0.6), "sdedit": row(3.0, 0.5), "ilvr": row(9.0, 0.55),
+               "realism_only": row(1.0, 0.4), "faithfulness_only": row(5.0, 0.7)}  # fmt: skip
+    claims = egsde_claims(methods)
+    assert claims["egsde_beats_baselines"] and claims["each_expert_alone_loses"]
+    methods["ilvr"] = row(9.0, 0.65)
+    claims = egsde_claims(methods)
+    assert not claims["egsde_beats_baselines"] and claims["egsde_vs"]["ilvr"] == {"fid": True, "ssim": False}
+
+
+def test_ilvr_starts_from_pure_noise_with_the_step_size_of_a_run_from_m():
+    from vision.egsde.benchmark import spread, started_at
+    from vision.egsde.translate import TranslateSettings
+
+    assert spread(10, 3).tolist() == [0, 4, 9] and spread(3, 5).tolist() == [0, 1, 2]
+    s = TranslateSettings(m=0.3, steps=20)
+    assert started_at(s, None) is s
+    full = started_at(s, 1.0)
+    assert (full.m, full.steps, full.lambda_s) == (1.0, 67, s.lambda_s)
+    assert dict(zip([r[0] for r in BENCH_METHODS], [r[3] for r in BENCH_METHODS], strict=True))["ilvr"] == 1.0
 
 
 def test_presets_resolve_to_the_papers_settings():

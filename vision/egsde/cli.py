@@ -161,7 +161,11 @@ def run_translate(args: argparse.Namespace) -> int:
 
 #: The EGSDE stage of the demo per demo preset: overrides of the benchmark's quick preset.
 DEMO_STAGES = {
-    "quick": {"tasks": ("digits",), "workers": 1},
+    "quick": {
+        "tasks": ("digits",), "workers": 1, "tune_images": 64,
+        "tune_grid": tuple((0.3, ls, li) for ls in (50.0, 100.0) for li in (1.0, 2.0)),
+        "models": {"score_steps": 2000, "classifier_steps": 800, "evaluator_epochs": 8},
+    },
     "smoke": {
         "tasks": ("digits",), "workers": 1, "seeds": (0, 1, 2), "n_test": 8, "n_val": 8, "m_grid": (0.5,),
         "m_grid_test": 4, "figure_pairs": 4, "translate": {"steps": 2},
@@ -187,7 +191,8 @@ def run_egsde_demo(
         "## vision — EGSDE: OpenCV digits -> scikit-learn digits",
         "",
         f"{res['description']}. A DDPM trained on the target domain only translates each source digit "
-        "from M = 0.5 T; EGSDE guides it with the realism expert (time-dependent domain classifier) and "
+        f"from M = {res['settings']['m']:g} T (chosen on validation images); EGSDE guides it with the "
+        "realism expert (time-dependent domain classifier) and "
         "the faithfulness expert (low-pass L2). FID: Frechet distance to the target test set in the "
         "features of a classifier trained here (not Inception FID); identity accuracy: that "
         f"classifier's digit agrees with the source label. Mean ± std over {len(config.seeds)} seeds.",
