@@ -242,3 +242,23 @@ def test_diffusers_unet_folder_as_score_model(tmp_path):
     y = translate(den, x, TranslateSettings(method="ilvr", m=0.2, steps=2, factor=2),
                   generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert y.shape == x.shape
+
+
+def test_trained_models_start_from_the_seed_whatever_ran_before(tmp_path):
+    from vision.egsde.models import ModelSettings, train_domain_classifier, train_score_model
+
+    s = ModelSettings(unet_channels=8, unet_mults=(1, 2), score_steps=2, score_batch=4, classifier_channels=8,
+                      classifier_mults=(1, 2), classifier_steps=2, classifier_batch=4, groups=4)  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    src, tgt = torch.rand(8, 1, 8, 8, generator=g) * 2 - 1, torch.rand(8, 1, 8, 8, generator=g) * 2 - 1
+    models = []
+    for run in ("a", "b"):
+        torch.rand(100 if run == "b" else 1)  # whatever ran before in the process
+        den = train_score_model(tgt, s, tmp_path / run / "score", device="cpu", progress=False)
+        clf = train_domain_classifier(
+            src, tgt, den.schedule, s, tmp_path / run / "clf", device="cpu", progress=False
+        )
+        models.append((den.net.state_dict(), clf.state_dict()))
+    for first, second in zip(*models, strict=True):
+        assert first.keys() == second.keys()
+        assert all(torch.equal(first[k], second[k]) for k in first)

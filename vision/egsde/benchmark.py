@@ -293,7 +293,7 @@ def run_task(
         ).to(dev),
     }
     ex, ey, eheld = _evaluator_data(task, name)
-    evaluator, eval_info = train_evaluator(ex, ey, eheld, m, folder / "evaluator")
+    evaluator, eval_info = train_evaluator(ex, ey, eheld, m, folder / "evaluator", progress=progress)
     train_s = time.perf_counter() - start
     labels = task.source_test_labels
     label_of = "digit" if name == "digits" else "class"

@@ -136,13 +136,13 @@ def train_score_model(
     final = out / "model"
     if not (final / "config.json").is_file():
         size = target.shape[-1]
+        torch.manual_seed(seed)  # initial weights from the seed, whatever ran before
         net = build_score_net(s, size, target.shape[1])
         den = score_denoiser(net, s.timesteps)
 
         def loss(model, batch):
             return denoising_loss(den, batch[0])
 
-        torch.manual_seed(seed)
         _fit(
             net,
             loss,
@@ -202,6 +202,7 @@ def train_domain_classifier(
     """
     final = out / "model"
     if not (final / "config.json").is_file():
+        torch.manual_seed(seed)  # initial weights from the seed, whatever ran before
         net = build_domain_classifier(s, source.shape[-1], source.shape[1], time_conditional)
         n = min(len(source), len(target))
         g = torch.Generator().manual_seed(seed)
@@ -213,7 +214,6 @@ def train_domain_classifier(
         def loss(model, batch):
             return noisy_classifier_loss(model, schedule, batch[0], batch[1], clean=not time_conditional)
 
-        torch.manual_seed(seed)
         cfg = _trainer_config(out, s.classifier_steps, s.classifier_lr, seed, device, progress)
         _fit(net, loss, (x, y), s.classifier_batch, cfg)
         net.save_pretrained(final)
@@ -221,7 +221,14 @@ def train_domain_classifier(
 
 
 def train_evaluator(
-    images: Tensor, labels: Tensor, test: tuple[Tensor, Tensor], s: ModelSettings, out: Path, *, seed: int = 0
+    images: Tensor,
+    labels: Tensor,
+    test: tuple[Tensor, Tensor],
+    s: ModelSettings,
+    out: Path,
+    *,
+    seed: int = 0,
+    progress: bool = True,
 ) -> tuple[FeatureClassifier, dict]:
     """Train (or load from ``out``) the evaluator and report its held-out accuracy (``info.json``)."""
     if not (out / "info.json").is_file():
@@ -231,7 +238,9 @@ def train_evaluator(
             ]
             images, labels = images[keep], labels[keep]
         config = ClassifierConfig(in_channels=images.shape[1], num_classes=int(labels.max()) + 1)
-        model = train_feature_classifier(images, labels, config=config, epochs=s.evaluator_epochs, seed=seed)
+        model = train_feature_classifier(
+            images, labels, config=config, epochs=s.evaluator_epochs, seed=seed, progress=progress
+        )
         info = {"test_accuracy": classifier_accuracy(model, *test), "train_size": len(images)}
         info |= {"num_classes": config.num_classes, "epochs": s.evaluator_epochs}
         with atomic_directory(out) as tmp:
