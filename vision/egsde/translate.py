@@ -6,7 +6,8 @@ steps of the target-domain score model from t_M down to t_min with ``core.sample
 only in the guide:
 
 - ``sdedit``: none;
-- ``ilvr``: the low-pass replacement projection after every step;
+- ``ilvr``: the low-pass replacement projection after every step (ILVR as Choi et al. define it
+  is this with M = 1, from pure noise; the benchmark runs both);
 - ``egsde``: the realism and faithfulness energies with weights lambda_s and lambda_i;
 - ``realism_only`` / ``faithfulness_only``: one expert (ablations).
 
