@@ -43,6 +43,7 @@ __all__ = [
     "select_settings",
     "spread",
     "started_at",
+    "wins",
 ]
 
 #: Reported methods: (name, translate method, classifier used, start time). The start time is
@@ -201,17 +202,22 @@ def _evaluator_data(task: Task, name: str) -> tuple[torch.Tensor, torch.Tensor, 
 _UNUSED = {"sdedit": ("lambda_s", "lambda_i", "layer", "factor"), "ilvr": ("lambda_s", "lambda_i", "layer")}
 
 
+def wins(row: dict, other: dict) -> dict[str, bool]:
+    """Per measure, whether ``row`` is better than ``other``: lower FID, higher SSIM and (when
+    ``row`` has it) higher identity accuracy."""
+    higher = {k: row[k] > other[k] for k in ("ssim", "identity_accuracy") if k in row}
+    return {"fid": row["fid"] < other["fid"], **higher}
+
+
 def select_settings(rows: list[dict], baselines: dict[float, dict[str, dict]]) -> dict:
     """The validation row (M, lambda_s, lambda_i) to use, compared with the baselines run at the
-    same M: among rows better than every baseline on every measure (lower FID, higher SSIM and,
-    when measured, identity accuracy), the best mean rank of FID and SSIM; else among rows with a
-    higher SSIM (and identity accuracy), the lowest FID; else the best mean rank overall."""
-    higher = ["ssim"] + (["identity_accuracy"] if "identity_accuracy" in rows[0] else [])
+    same M: among rows better than every baseline on every measure (:func:`wins`), the best mean
+    rank of FID and SSIM; else among rows better on every measure but FID, the lowest FID; else
+    the best mean rank overall."""
 
-    def beats(r: dict, keys: list[str], fid: bool) -> bool:
-        base = baselines[r["m"]].values()
-        return all(r[k] > max(b[k] for b in base) for k in keys) and (
-            not fid or r["fid"] < min(b["fid"] for b in base)
+    def beats(r: dict, fid: bool) -> bool:
+        return all(
+            ok for b in baselines[r["m"]].values() for k, ok in wins(r, b).items() if fid or k != "fid"
         )
 
     def best_rank(cands: list[dict]) -> dict:
@@ -219,23 +225,22 @@ def select_settings(rows: list[dict], baselines: dict[float, dict[str, dict]]) -
         ssim_rank = {id(r): i for i, r in enumerate(sorted(cands, key=lambda r: -r["ssim"]))}
         return min(cands, key=lambda r: fid_rank[id(r)] + ssim_rank[id(r)])
 
-    dominant = [r for r in rows if beats(r, higher, fid=True)]
+    dominant = [r for r in rows if beats(r, fid=True)]
     if dominant:
         return best_rank(dominant)
-    faithful = [r for r in rows if beats(r, higher, fid=False)]
+    faithful = [r for r in rows if beats(r, fid=False)]
     if faithful:
         return min(faithful, key=lambda r: r["fid"])
     return best_rank(rows)
 
 
 def egsde_claims(methods: dict[str, dict]) -> dict:
-    """The paper's claims on seed means: EGSDE better than each baseline on every measure (lower
-    FID, higher SSIM and identity accuracy), and each expert alone worse on the other axis
-    (realism alone: lower SSIM; faithfulness alone: higher FID)."""
+    """The paper's claims on seed means: EGSDE better than each baseline on every measure
+    (:func:`wins`), and each expert alone worse on the other axis (realism alone: lower SSIM;
+    faithfulness alone: higher FID)."""
     mean = {tag: {k: v["mean"] for k, v in stats.items()} for tag, stats in methods.items()}
     e = mean["egsde"]
-    higher = [k for k in ("ssim", "identity_accuracy") if k in e]
-    vs = {b: {"fid": e["fid"] < mean[b]["fid"], **{k: e[k] > mean[b][k] for k in higher}} for b in BASELINES}
+    vs = {b: wins(e, mean[b]) for b in BASELINES}
     experts = {
         "realism_only_less_faithful": mean["realism_only"]["ssim"] < e["ssim"],
         "faithfulness_only_less_realistic": mean["faithfulness_only"]["fid"] > e["fid"],
