@@ -13,15 +13,19 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .gan import gradient_penalty
+from .gan import _project, gradient_penalty
 
 __all__ = ["ClassHeadCritic", "acwgan_critic_loss", "acwgan_generator_loss"]
 
 
 class ClassHeadCritic(nn.Module):
-    """x (B, in_dim) -> (score (B,), logits (B, num_classes)); LeakyReLU MLP trunk shared by both."""
+    """x (B, in_dim) [, y (B,)] -> (score (B,), logits (B, num_classes)); LeakyReLU MLP trunk shared
+    by both. ``projection=True`` also conditions the score on labels y by projection (Miyato &
+    Koyama 2018): ``score + <embed(y), h>``; without y it returns the label-free part."""
 
-    def __init__(self, in_dim: int, num_classes: int, hidden: int = 256, depth: int = 2) -> None:
+    def __init__(
+        self, in_dim: int, num_classes: int, hidden: int = 256, depth: int = 2, *, projection: bool = False
+    ) -> None:
         super().__init__()
         for name, value in {
             "in_dim": in_dim,
@@ -40,32 +44,54 @@ class ClassHeadCritic(nn.Module):
         self.features = nn.Sequential(*layers)
         self.score = nn.Linear(width, 1)
         self.head = nn.Linear(width, num_classes)
+        self.embed = nn.Embedding(num_classes, width) if projection else None
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if x.dim() != 2 or x.shape[1] != self.in_dim:
-            raise ValueError(f"x must have shape (B, {self.in_dim}), got {tuple(x.shape)}")
-        h = self.features(x)
-        return self.score(h).squeeze(1), self.head(h)
+    @property
+    def projection(self) -> bool:
+        return self.embed is not None
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        h = self._features(x)
+        if y is None:
+            return self.score(h).squeeze(1), self.head(h)
+        return _project(h, self.score, self.embed, y), self.head(h)
 
     def logits(self, x: Tensor) -> Tensor:
         """Class logits (B, num_classes) of x (B, in_dim)."""
-        return self(x)[1]
+        return self.head(self._features(x))
+
+    def _features(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.shape[1] != self.in_dim:
+            raise ValueError(f"x must have shape (B, {self.in_dim}), got {tuple(x.shape)}")
+        return self.features(x)
 
 
 def acwgan_critic_loss(
-    critic: ClassHeadCritic, real: Tensor, y_real: Tensor, fake: Tensor, *, gp: float = 10.0, cls: float = 1.0
+    critic: ClassHeadCritic,
+    real: Tensor,
+    y_real: Tensor,
+    fake: Tensor,
+    *,
+    y_fake: Tensor | None = None,
+    gp: float = 10.0,
+    cls: float = 1.0,
 ) -> dict[str, Tensor]:
     """The critic's loss and its parts: ``{"loss", "wasserstein", "gp", "cls"}`` (scalars).
 
-    ``real``, ``fake``: (B, D) with the same shape; ``y_real``: (B,) int64 labels of ``real``.
+    ``real``, ``fake``: (B, D) with the same shape; ``y_real``: (B,) int64 labels of ``real``;
+    ``y_fake``: the labels ``fake`` was drawn with, for a projection critic (whose penalty is taken
+    at the real labels, between real and fake images).
     """
     if real.shape != fake.shape:
         raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} must have the same shape")
-    d_real, logits = critic(real)
-    d_fake, _ = critic(fake.detach())
+    proj = critic.projection
+    if proj and y_fake is None:
+        raise ValueError("a projection critic needs y_fake, the labels the fake images were drawn with")
+    d_real, logits = critic(real, y_real if proj else None)
+    d_fake, _ = critic(fake.detach(), y_fake if proj else None)
 
     def score_only(x: Tensor) -> Tensor:
-        return critic(x)[0]
+        return critic(x, y_real if proj else None)[0]
 
     w = d_fake.mean() - d_real.mean()
     pen = gradient_penalty(score_only, real, fake)
@@ -82,5 +108,5 @@ def acwgan_generator_loss(
     critic: ClassHeadCritic, fake: Tensor, y_fake: Tensor, *, cls: float = 1.0
 ) -> Tensor:
     """``-E D(fake) + cls * CE(head(fake), y_fake)`` for fake (B, D) drawn with labels y_fake (B,)."""
-    d_fake, logits = critic(fake)
+    d_fake, logits = critic(fake, y_fake if critic.projection else None)
     return -d_fake.mean() + cls * F.cross_entropy(logits, y_fake)

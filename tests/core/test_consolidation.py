@@ -112,6 +112,33 @@ def test_acwgan_losses_match_their_definitions():
         critic(torch.randn(2, 5))
 
 
+def test_projection_class_head_critic_scores_each_pair_by_its_label():
+    torch.manual_seed(3)
+    critic = ClassHeadCritic(4, 3, hidden=16, projection=True)
+    real, fake = torch.randn(8, 4), torch.randn(8, 4)
+    y, yf = torch.randint(0, 3, (8,)), torch.randint(0, 3, (8,))
+    h = critic.features(real)
+    score, logits = critic(real, y)
+    torch.testing.assert_close(score, critic.score(h).squeeze(1) + (critic.embed(y) * h).sum(1))
+    torch.testing.assert_close(logits, critic.logits(real))
+    torch.testing.assert_close(critic(real)[0], critic.score(h).squeeze(1))  # the label-free part
+    torch.manual_seed(5)
+    parts = acwgan_critic_loss(critic, real, y, fake, y_fake=yf, gp=10.0, cls=0.5)
+    w = critic(fake, yf)[0].mean() - score.mean()
+    ce = F.cross_entropy(logits, y)
+    torch.testing.assert_close(
+        parts["loss"], (w + 10.0 * parts["gp"] + 0.5 * ce).detach(), rtol=1e-5, atol=1e-6
+    )
+    d_fake, fake_logits = critic(fake, yf)
+    g = acwgan_generator_loss(critic, fake, yf, cls=0.5)
+    torch.testing.assert_close(g, -d_fake.mean() + 0.5 * F.cross_entropy(fake_logits, yf))
+    assert not torch.allclose(d_fake, critic(fake, (yf + 1) % 3)[0])  # the score depends on the label
+    with pytest.raises(ValueError, match="needs y_fake"):
+        acwgan_critic_loss(critic, real, y, fake)
+    with pytest.raises(ValueError, match="unconditional critic"):
+        ClassHeadCritic(4, 3, hidden=16)(real, y)
+
+
 def test_gradient_penalty_vanishes_for_a_unit_lipschitz_linear_score():
     critic = ClassHeadCritic(3, 2, hidden=4, depth=1)
     # score(x) = u . x with |u| = 1 when the trunk is linear: replace it by the identity map
