@@ -120,8 +120,9 @@ def run_stream(
     grid_per_class: int = 0,
 ) -> tuple[dict[str, object], list[torch.Tensor]]:
     """Learn the scenario's tasks in order with ``method``; returns its metrics (see module doc,
-    plus ``accuracy_matrix``, ``val_final_accuracy``, ``seconds``) and, for a generator, the replayed
-    images after each task (len(seen) * grid_per_class, *image_shape) per task."""
+    plus ``accuracy_matrix``, ``val_final_accuracy``, ``seconds`` and, with a generator, its final
+    ``generator_parameters``) and, for a generator, the replayed images after each task
+    (len(seen) * grid_per_class, *image_shape) per task."""
     learner = make_learner(method, scenario.image_shape, scenario.num_classes, cfg, device, seed)
     t = len(scenario)
     matrix = [[0.0] * t for _ in range(t)]
@@ -147,6 +148,8 @@ def run_stream(
             "class_order": [list(task.classes) for task in scenario],
         }
     )
+    if learner.has_generator:
+        metrics["generator_parameters"] = sum(p.numel() for p in learner.gen.parameters())
     return metrics, grids
 
 
@@ -197,6 +200,8 @@ def plot_replay(grids: list[torch.Tensor], per_class: int, title: str, path: Pat
 
 # --- the benchmark ---------------------------------------------------------------------------
 def _summary(results: list[dict[str, object]]) -> dict[str, object]:
+    gp = "generator_parameters"
+
     def ms(key: str) -> dict[str, float]:
         vals = [float(r[key]) for r in results]
         return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
@@ -213,6 +218,7 @@ def _summary(results: list[dict[str, object]]) -> dict[str, object]:
         "val_final_accuracy": ms("val_final_accuracy"),
         "accuracy_matrix_mean": np.mean([r["accuracy_matrix"] for r in results], 0).tolist(),
         "seconds": ms("seconds"),
+        **({"generator_parameters": ms("generator_parameters")} if all(gp in r for r in results) else {}),
         "seeds": len(results),
         "runs": results,
     }

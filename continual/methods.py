@@ -43,7 +43,8 @@ from .scenarios import Split, Task
 __all__ = ["METHODS", "MethodConfig", "Learner", "make_learner", "train_classifier", "train_gan"]
 
 
-TMN_GENERATORS = ("masks", "ewc")
+TMN_GENERATORS = ("masks", "growing-masks", "ewc")
+TMN_CRITICS = ("ac", "ac-projection")
 
 
 @dataclass
@@ -51,9 +52,14 @@ class MethodConfig:
     """Sizes and hyper-parameters shared by all methods (steps are per task; the defaults are the
     ``quick`` benchmark's). EWC weights multiply the mean per-sample Fisher. ``tmn_generator``:
     how TMN protects its generator, ``"masks"`` (per-task hard-attention masks, sparsity weight
-    ``tmn_mask_sparsity``) or ``"ewc"`` (weight ``tmn_generator_ewc``)."""
+    ``tmn_mask_sparsity``), ``"growing-masks"`` (the same, and every hidden layer grows before a
+    task so that it has ``generator_hidden`` free units, as DGMw) or ``"ewc"`` (weight
+    ``tmn_generator_ewc``). ``tmn_critic``: ``"ac"`` (class head beside an unconditional score) or
+    ``"ac-projection"`` (the score also conditioned on the label by projection).
+    ``generator_hidden``: the generators' width (default ``hidden``)."""
 
     hidden: int = 128
+    generator_hidden: int | None = None
     latent_dim: int = 64
     batch_size: int = 64
     classifier_steps: int = 400
@@ -69,6 +75,7 @@ class MethodConfig:
     tmn_critic_ewc: float = 1e4
     tmn_classifier_ewc: float = 1000.0
     tmn_generator: str = "masks"
+    tmn_critic: str = "ac"
     tmn_generator_ewc: float = 100.0
     tmn_mask_sparsity: float = 0.75
     cls_weight: float = 1.0
@@ -80,12 +87,23 @@ class MethodConfig:
         for name in ("hidden", "latent_dim", "batch_size", "classifier_steps", "n_critic"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MethodConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.generator_hidden is not None and self.generator_hidden < 1:
+            raise ValueError(
+                f"MethodConfig.generator_hidden must be >= 1 or None, got {self.generator_hidden}"
+            )
         if self.gan_steps < 0:
             raise ValueError(f"MethodConfig.gan_steps must be >= 0, got {self.gan_steps}")
+        if self.tmn_critic not in TMN_CRITICS:
+            raise ValueError(f"MethodConfig.tmn_critic must be one of {TMN_CRITICS}, got {self.tmn_critic!r}")
         if self.tmn_generator not in TMN_GENERATORS:
             raise ValueError(
                 f"MethodConfig.tmn_generator must be one of {TMN_GENERATORS}, got {self.tmn_generator!r}"
             )
+
+    @property
+    def gen_width(self) -> int:
+        """Hidden units of the generators (``generator_hidden``, else ``hidden``)."""
+        return self.hidden if self.generator_hidden is None else self.generator_hidden
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -206,9 +224,11 @@ class _MaskedGenerator(nn.Module):
         depth: int = 2,
         s_max: float = 400.0,
         mask_lr: float = 0.05,
+        grow: bool = False,
     ) -> None:
         super().__init__()
         self.shape, self.latent_dim, self.s_max, self.mask_lr = shape, latent_dim, float(s_max), mask_lr
+        self.grow, self.free_units = grow, hidden
         self.embed = nn.Embedding(num_classes, latent_dim)
         widths = [latent_dim] + [hidden] * depth
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
@@ -221,9 +241,40 @@ class _MaskedGenerator(nn.Module):
         self.register_buffer("used", torch.zeros(depth, hidden))  # units taken by earlier tasks
         self.task, self.s = -1, self.s_max
 
+    @property
+    def width(self) -> int:
+        """Units per hidden layer (grows with ``grow=True``)."""
+        return self.used.shape[1]
+
     def begin_task(self, classes: tuple[int, ...]) -> None:
         self.task += 1
         self.class_task[torch.tensor(classes, device=self.class_task.device)] = self.task
+        if self.grow:
+            self._widen(self.free_units - int((1 - self.used).sum(1).min()))
+
+    @torch.no_grad()
+    def _widen(self, n: int) -> None:
+        """Add ``n`` free units to every hidden layer (DGMw's growth). Earlier tasks' masks are
+        off on them, so earlier classes are still drawn exactly as before."""
+        if n <= 0:
+            return
+
+        def widen(old: nn.Linear, add_in: int, add_out: int) -> nn.Linear:
+            new = nn.Linear(old.in_features + add_in, old.out_features + add_out).to(old.weight.device)
+            new.weight[: old.out_features, : old.in_features] = old.weight
+            new.bias[: old.out_features] = old.bias
+            return new
+
+        for i, layer in enumerate(self.layers):
+            self.layers[i] = widen(layer, n if i else 0, n)
+        self.out = widen(self.out, n, 0)
+        for i, e in enumerate(self.task_embed):
+            new = nn.Embedding(e.num_embeddings, e.embedding_dim + n).to(e.weight.device)
+            nn.init.normal_(new.weight)
+            new.weight[:, : e.embedding_dim] = e.weight
+            new.weight[: self.task, e.embedding_dim :] = -6.0  # finished tasks never use the new units
+            self.task_embed[i] = new
+        self.used = torch.cat([self.used, self.used.new_zeros(len(self.layers), n)], 1)
 
     def anneal(self, frac: float) -> None:
         """Set the mask sharpness for training progress ``frac`` in [0, 1]."""
@@ -359,7 +410,8 @@ def train_gan(
             with torch.no_grad():
                 fake, yf = fake_batch(x.shape[0])
             if kind == "ac":
-                loss_d = acwgan_critic_loss(critic, x, y, fake, gp=cfg.gp, cls=cfg.cls_weight)["loss"]
+                parts = acwgan_critic_loss(critic, x, y, fake, y_fake=yf, gp=cfg.gp, cls=cfg.cls_weight)
+                loss_d = parts["loss"]
             elif kind == "proj":
                 d_real, d_fake = critic(x, y), critic(fake, yf)
                 loss_d = d_fake.mean() - d_real.mean() + cfg.gp * gradient_penalty(critic, x, fake, y=y)
@@ -491,7 +543,7 @@ class _GenerativeLearner(Learner):
         super().__init__(*args, **kw)
         c = self.cfg
         self.gen = _ImageGenerator(
-            c.latent_dim, self.shape, c.hidden, self.num_classes if self.conditional else None
+            c.latent_dim, self.shape, c.gen_width, self.num_classes if self.conditional else None
         )
         self.gen.to(self.device)
         self.old_gen: _ImageGenerator | None = None
@@ -594,13 +646,15 @@ class TMNLearner(_GenerativeLearner):
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
         c = self.cfg
-        self.masked = c.tmn_generator == "masks"
+        self.masked = c.tmn_generator != "ewc"
         if self.masked:
-            self.gen = _MaskedGenerator(c.latent_dim, self.shape, c.hidden, self.num_classes).to(self.device)
+            grow = c.tmn_generator == "growing-masks"
+            self.gen = _MaskedGenerator(c.latent_dim, self.shape, c.gen_width, self.num_classes, grow=grow)
+            self.gen.to(self.device)
         if self.use_critic_head:
-            self.critic: nn.Module = ClassHeadCritic(self.in_dim, self.num_classes, hidden=c.hidden).to(
-                self.device
-            )
+            self.critic: nn.Module = ClassHeadCritic(
+                self.in_dim, self.num_classes, hidden=c.hidden, projection=c.tmn_critic == "ac-projection"
+            ).to(self.device)
         else:
             self.critic = MLPCritic(self.in_dim, hidden=c.hidden, num_classes=self.num_classes).to(
                 self.device

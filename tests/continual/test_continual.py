@@ -200,13 +200,54 @@ def test_masked_generator_keeps_earlier_classes_exactly():
         _MaskedGenerator(8, (1, 4, 4), 32, 4)(torch.randn(1, 8), torch.tensor([1]))
 
 
+def test_growing_masked_generator_keeps_free_units_and_earlier_classes():
+    from continual.methods import _MaskedGenerator
+
+    torch.manual_seed(0)
+    gen = _MaskedGenerator(8, (1, 4, 4), 32, 6, grow=True)
+    z, y = torch.randn(6, 8), torch.tensor([0, 1, 0, 1, 0, 1])
+    first = None
+    for classes in ((0, 1), (2, 3), (4, 5)):
+        gen.begin_task(classes)
+        # DGMw: every layer starts the task with at least as many free units as the first task had
+        assert int((1 - gen.used).sum(1).min()) == 32
+        opt = torch.optim.Adam(gen.param_groups(1e-2))
+        yc = torch.tensor(classes).repeat(8)
+        for i in range(30):
+            gen.anneal(i / 29)
+            loss = (gen(torch.randn(len(yc), 8), yc) - 0.5).pow(2).mean() + gen.mask_penalty(0.75)
+            opt.zero_grad()
+            loss.backward()
+            gen.protect_gradients()
+            opt.step()
+        gen.end_task()
+        if first is None:
+            first = gen(z, y).detach().clone()
+        assert torch.equal(gen(z, y), first)  # the first task's images survive every growth
+    assert gen.width > 32 and gen.layers[1].weight.shape == (gen.width, gen.width)
+    assert gen.out.weight.shape == (16, gen.width)
+
+
 def test_tmn_generator_choice_is_validated():
     with pytest.raises(ValueError, match="tmn_generator must be one of"):
         MethodConfig(tmn_generator="hat")
     scenario = Scenario("toy", _toy_data(), [[0, 1], [2, 3]], num_classes=4)
-    ewc_cfg = dataclasses.replace(TINY, tmn_generator="ewc")
-    metrics, _ = run_stream(scenario, "tmn", ewc_cfg, device=torch.device("cpu"), seed=0)
-    assert 0 <= metrics["final_accuracy"] <= 1
+    for choice in ("ewc", "masks", "growing-masks"):
+        cfg = dataclasses.replace(TINY, tmn_generator=choice)
+        metrics, _ = run_stream(scenario, "tmn", cfg, device=torch.device("cpu"), seed=0)
+        assert 0 <= metrics["final_accuracy"] <= 1 and metrics["generator_parameters"] > 0
+
+
+def test_generator_width_is_its_own_setting():
+    with pytest.raises(ValueError, match="generator_hidden must be >= 1"):
+        MethodConfig(generator_hidden=0)
+    wide = dataclasses.replace(TINY, generator_hidden=40)
+    sizes = {}
+    for cfg in (TINY, wide):
+        learner = make_learner("mergan", (1, 4, 4), 4, cfg, torch.device("cpu"), seed=0)
+        sizes[cfg.gen_width] = sum(p.numel() for p in learner.gen.parameters())
+        assert learner.classifier[1].out_features == 16  # the classifier keeps ``hidden``
+    assert sizes[40] > sizes[16]
 
 
 def test_cli_rejects_unknown_method_and_field(capsys):
