@@ -218,7 +218,7 @@ def _summary(results: list[dict[str, object]]) -> dict[str, object]:
         "val_final_accuracy": ms("val_final_accuracy"),
         "accuracy_matrix_mean": np.mean([r["accuracy_matrix"] for r in results], 0).tolist(),
         "seconds": ms("seconds"),
-        **({"generator_parameters": ms("generator_parameters")} if all(gp in r for r in results) else {}),
+        **({gp: ms(gp)} if all(gp in r for r in results) else {}),
         "seeds": len(results),
         "runs": results,
     }

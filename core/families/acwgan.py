@@ -84,14 +84,14 @@ def acwgan_critic_loss(
     """
     if real.shape != fake.shape:
         raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} must have the same shape")
-    proj = critic.projection
-    if proj and y_fake is None:
+    if critic.projection and y_fake is None:
         raise ValueError("a projection critic needs y_fake, the labels the fake images were drawn with")
-    d_real, logits = critic(real, y_real if proj else None)
-    d_fake, _ = critic(fake.detach(), y_fake if proj else None)
+    yr, yf = (y_real, y_fake) if critic.projection else (None, None)
+    d_real, logits = critic(real, yr)
+    d_fake, _ = critic(fake.detach(), yf)
 
     def score_only(x: Tensor) -> Tensor:
-        return critic(x, y_real if proj else None)[0]
+        return critic(x, yr)[0]
 
     w = d_fake.mean() - d_real.mean()
     pen = gradient_penalty(score_only, real, fake)
