@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +84,13 @@ class MethodConfig:
     replay_alignment: float = 10.0
 
     def __post_init__(self) -> None:
+        kinds = {"int": int, "int | None": int, "float": (int, float), "str": str}
+        for f in fields(self):
+            value, kind = getattr(self, f.name), kinds[f.type]
+            if not (value is None and f.type == "int | None") and (
+                not isinstance(value, kind) or isinstance(value, bool)
+            ):
+                raise ValueError(f"MethodConfig.{f.name} must be {f.type}, got {value!r}")
         for name in ("hidden", "latent_dim", "batch_size", "classifier_steps", "n_critic"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MethodConfig.{name} must be >= 1, got {getattr(self, name)}")

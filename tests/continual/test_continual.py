@@ -257,6 +257,8 @@ def test_cli_rejects_unknown_method_and_field(capsys):
     assert "tmn-no-generator" in capsys.readouterr().err
     assert main(["benchmark", "--set", "nonsense=1", "--scenarios", "split-digits"]) == 2
     assert "unknown config field(s) ['nonsense']" in capsys.readouterr().err
+    assert main(["benchmark", "--set", "generator_hidden=wide", "--scenarios", "split-digits"]) == 2
+    assert "MethodConfig.generator_hidden must be int | None, got 'wide'" in capsys.readouterr().err
 
 
 def test_demo_writes_report_and_figures(tmp_path):
